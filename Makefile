@@ -1,0 +1,23 @@
+# Development tasks. `make test` is the project's test command (README, .ci/run).
+PY ?= python
+
+.PHONY: test export clean-nbs check-sync nbtest pytest
+
+export:
+	nbdev_export
+
+clean-nbs:
+	nbdev_clean
+
+# CI fails when nbdev_export or nbdev_clean would change a tracked file.
+check-sync:
+	nbdev_export && nbdev_clean
+	git diff --exit-code -- robust_prune nbs || (echo "robust_prune/ or nbs/ out of sync: run nbdev_export and nbdev_clean, then commit" && exit 1)
+
+nbtest:
+	nbdev_test --n_workers 1 --timing
+
+pytest:
+	$(PY) -m pytest tests -q
+
+test: check-sync nbtest pytest
