@@ -12,12 +12,13 @@ clean-nbs:
 # CI fails when nbdev_export or nbdev_clean would change a tracked file.
 check-sync:
 	nbdev_export && nbdev_clean
+	$(PY) tools/make_readme.py --check
 	git diff --exit-code -- robust_prune nbs || (echo "robust_prune/ or nbs/ out of sync: run nbdev_export and nbdev_clean, then commit" && exit 1)
 
 nbtest:
 	nbdev_test --n_workers 1 --timing
 
 pytest:
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=10
 
 test: check-sync nbtest pytest

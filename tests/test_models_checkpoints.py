@@ -1,0 +1,118 @@
+"""Architectures build and run; checkpoints are atomic, safe, and rebuild pruned models in a fresh process."""
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch_pruning as tp
+
+from robust_prune.models import (ARCHITECTURES, create_model, load_checkpoint, save_checkpoint, unprunable_layers,
+                                 read_checkpoint)
+
+
+@pytest.mark.parametrize("arch,data,shape,classes", [
+    ("digits_resnet", "digits", (1, 8, 8), 10), ("resnet18", "cifar10", (3, 32, 32), 10),
+    ("resnet50", "cifar100", (3, 32, 32), 100), ("vgg16_bn", "tiny-imagenet", (3, 64, 64), 200),
+    ("mobilevit_xs", "cifar10", (3, 32, 32), 10)])
+def test_every_architecture_runs_on_its_data_shape(arch, data, shape, classes):
+    model = create_model(arch, data, seed=0).eval()
+    assert tuple(model.arch_config["input_shape"]) == shape
+    with torch.no_grad():
+        assert model(torch.rand(2, *shape)).shape == (2, classes)
+
+
+def test_normalisation_is_inside_the_model():
+    model = create_model("digits_resnet", seed=0).eval()
+    x = torch.rand(3, 1, 8, 8)
+    mean, std = model.normalize.mean, model.normalize.std
+    # the stem sees normalised pixels: feeding pre-normalised images to the body reproduces the output
+    assert torch.allclose(model.normalize(x), (x - mean) / std)
+
+
+def test_pruned_resnet18_checkpoint_rebuilds_with_same_outputs(tmp_path):
+    model = create_model("resnet18", "cifar10", seed=0).eval()
+    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, 3, 32, 32), tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=0.5, ignored_layers=unprunable_layers(model))
+    pruner.step()
+    model.pruning_history = pruner.pruning_history()
+    path = save_checkpoint(model, tmp_path / "r18.pt", note="half")
+    loaded, meta = load_checkpoint(path)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model(x))
+    assert meta == {"note": "half"}
+    assert sum(p.numel() for p in loaded.parameters()) < 0.4 * 11.17e6
+
+
+def test_pruned_checkpoint_loads_in_a_fresh_process(tmp_path):
+    model = create_model("digits_resnet", seed=0).eval()
+    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, 1, 8, 8), tp.importance.MagnitudeImportance(p=1),
+                                  pruning_ratio=0.4, ignored_layers=unprunable_layers(model))
+    pruner.step()
+    model.pruning_history = pruner.pruning_history()
+    save_checkpoint(model, tmp_path / "p.pt")
+    x = torch.rand(2, 1, 8, 8)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        expected = model(x)
+    code = ("import torch, sys; from robust_prune.models import load_checkpoint; "
+            f"m, _ = load_checkpoint(r'{tmp_path / 'p.pt'}'); x = torch.load(r'{tmp_path / 'x.pt'}', weights_only=True); "
+            f"torch.save(m.eval()(x).detach(), r'{tmp_path / 'y.pt'}')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), expected)
+
+
+def test_checkpoint_holding_pickled_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "arch_config": {"arch": "digits_resnet"}, "x": Evil()}, path)
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_failed_save_keeps_previous_checkpoint_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    model = create_model(seed=0)
+    path = save_checkpoint(model, tmp_path / "m.pt", version=1)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(model, path, version=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    assert read_checkpoint(path)["meta"] == {"version": 1}
+
+
+def test_mismatched_weights_and_non_checkpoints_give_one_line_errors(tmp_path):
+    model = create_model(seed=0)
+    path = save_checkpoint(model, tmp_path / "m.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["arch_config"]["width"] = 8
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="do not fit") as err:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert "\n" not in str(err.value)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a robust-prune checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_registry_rejects_unknown_architecture():
+    with pytest.raises(ValueError, match="choose one of"):
+        create_model("alexnet")
+    assert {"resnet18", "resnet50", "vgg16_bn", "mobilevit_xs", "digits_resnet"} <= set(ARCHITECTURES)
