@@ -1,0 +1,109 @@
+"""Benchmark of robust_prune.mrs (issue 3): estimator and full-metric times, batched vs loop, ResNet-18 on CPU.
+
+Run from the repository root:  OMP_NUM_THREADS=2 python benchmarks/bench_mrs.py [--threads 2] [--skip-grid] [--skip-resnet]
+Not a test: it measures wall time and prints a Markdown table for BENCHMARKS.md.
+"""
+import argparse
+import os
+import platform
+import time
+
+import torch
+from scipy.stats import spearmanr
+
+from robust_prune.attacks import AttackSpec, adversarial_batch, perturb
+from robust_prune.data import get_dataset
+from robust_prune.finetune import robust_digits_model
+from robust_prune.models import create_model
+from robust_prune.mrs import compute_mrs, prunable_groups
+
+ESTIMATORS = ("taylor", "rewind", "noise", "worst")
+
+
+def rho(a, b) -> float:
+    keys = list(a.scores)
+    return float(spearmanr([a.scores[k] for k in keys], [b.scores[k] for k in keys]).statistic)
+
+
+def row(what: str, seconds: float, note: str = "") -> None:
+    print(f"| {what} | {seconds:.1f} | {note} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--skip-grid", action="store_true", help="skip the 121-point reference grid on digits")
+    ap.add_argument("--skip-resnet", action="store_true", help="skip the ResNet-18 part")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+          f"load average at start {os.getloadavg()[0]:.2f}\n")
+
+    # --- digits: the robust digits_resnet, 256 PGD-10 examples ---------------------------------------------
+    model = robust_digits_model()
+    adv = adversarial_batch(model, get_dataset("digits", train=False), AttackSpec("pgd", 0.1, steps=10), n=256)
+    groups = prunable_groups(model, adv.x_adv[:1])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    print(f"## digits_resnet, {len(groups)} groups, {len(adv)} PGD-10 images 8x8\n")
+    print("| what | seconds | note |\n|---|---|---|")
+    est = {}
+    for m in ESTIMATORS:
+        est[m] = compute_mrs(model, adv.x_adv, adv.y, method=m, groups=groups)
+        row(f"digits `{m}`", est[m].seconds, f"{est[m].forwards} forwards")
+    full = {}
+    for search in ("bisect", "ordered") + (() if args.skip_grid else ("grid",)):
+        full[search] = compute_mrs(model, adv.x_adv, adv.y, groups=groups, search=search)
+        row(f"digits full MRS, search={search} (11 α × 11 σ × 10 draws)", full[search].seconds,
+            f"{full[search].forwards} perturbed forwards")
+    ref = full.get("grid", full["ordered"])
+    for search, r in full.items():
+        same = sum(r.scores[k] == ref.scores[k] for k in r.scores)
+        print(f"|   {search} vs {'grid' if 'grid' in full else 'ordered'}: identical scores in {same}/{len(r)} groups, "
+              f"Spearman {rho(r, ref):.3f} | | |")
+    for m in ESTIMATORS:
+        print(f"|   Spearman(`{m}`, full MRS grid-exact) = {rho(est[m], ref):.3f} | | |")
+
+    # batched vs loop, same work side by side
+    for label, kw in (("noise estimator (9 groups × 10 draws)", dict(method="noise")),
+                      ("full MRS, bisect", dict(method="mrs", search="bisect"))):
+        t = {}
+        for batched in (True, False):
+            r = compute_mrs(model, adv.x_adv, adv.y, groups=groups, batched=batched, **kw)
+            t[batched] = r.seconds
+        row(f"digits {label}: batched (vmap) / loop", t[True], f"loop {t[False]:.1f} s, speed-up ×{t[False] / t[True]:.2f}")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "state_dict changed"
+
+    if args.skip_resnet: return
+    # --- ResNet-18, CIFAR shape, 128 FGSM images of a random-init network ------------------------------------
+    r18 = create_model("resnet18", "cifar10", seed=1).eval()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(128, 3, 32, 32, generator=gen), torch.randint(0, 10, (128,), generator=gen)
+    x_adv = perturb(r18, x, y, "fgsm", seed=0)
+    t0 = time.time()
+    g18 = prunable_groups(r18, x_adv[:1])
+    print(f"\n## ResNet-18 (random init), {len(g18)} groups, 128 FGSM images 32x32\n")
+    print("| what | seconds | note |\n|---|---|---|")
+    row("ResNet-18 prunable_groups (trace)", time.time() - t0)
+    with torch.no_grad():
+        r18(x_adv); t0 = time.time(); r18(x_adv)
+    row("ResNet-18 one plain forward, 128 images", time.time() - t0)
+    res = {}
+    for m in ESTIMATORS:
+        res[m] = compute_mrs(r18, x_adv, y, method=m, groups=g18)
+        row(f"ResNet-18 `{m}`", res[m].seconds, f"{res[m].forwards} forwards")
+    # the noise estimator evaluates exactly one (α=1, σ) grid point of 10 draws per group: its per-group time is
+    # the cost of one grid point of the full metric for that group
+    per_point = {g.name: g.seconds for g in res["noise"].groups}
+    pts_bisect = full["bisect"].forwards / 10 / len(groups)
+    est_grid = 121 * sum(per_point.values())
+    est_bisect = pts_bisect * sum(per_point.values())
+    print(f"| ResNet-18 full MRS, grid (extrapolated: 121 points × per-group time of one 10-draw point) | {est_grid:.0f} | "
+          f"= {est_grid / 3600:.1f} h, not run |")
+    print(f"| ResNet-18 full MRS, bisect (extrapolated: {pts_bisect:.1f} points per group, the mean on digits) | "
+          f"{est_bisect:.0f} | = {est_bisect / 3600:.2f} h, not run |")
+    print("|   per-group seconds of one 10-draw point: " + ", ".join(f"{k} {v:.1f}" for k, v in per_point.items()) + " | | |")
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""`robust-prune run` with no arguments: dense / uniform / MRPF at one budget, artefacts written, loadable elsewhere."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from robust_prune.pipeline import MRPFConfig
+
+EXE = shutil.which("robust-prune")
+pytestmark = pytest.mark.skipif(EXE is None, reason="the robust-prune console script is not installed (pip install -e .)")
+
+
+def run(*args, cwd=None, timeout=900):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.mark.parametrize("args,reason", [
+    (["run", "--sparsity", "1"], "sparsity must be a share in [0, 1)"),
+    (["run", "--sparsity", "-0.1"], "sparsity must be a share in [0, 1)"),
+    (["run", "--dataset", "imagenet"], "Unknown dataset 'imagenet'"),
+    (["run", "--arch", "alexnet"], "Unknown architecture 'alexnet'"),
+    (["run", "--checkpoint", "nowhere.pt"], "Checkpoint file not found"),
+    (["run", "--out", "/proc/forbidden/run"], "Cannot write to output folder"),
+    (["run", "--rule", "magic"], "Unknown allocation rule"),
+    (["run", "--compare", "uniform,missing.json"], "Allocation file not found"),
+    (["run", "--config", "nowhere.yaml"], "Config file not found"),
+    (["mrs", "--mrs-method", "magic"], "Unknown MRS method"),
+    (["mrs", "--json", "/proc/forbidden/m.json"], "Cannot write"),
+])
+def test_run_and_mrs_bad_input_exit_2_with_one_line_reason(args, reason):
+    out = run(*args)
+    assert out.returncode == 2, out.stderr
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and reason in lines[0] and "Traceback" not in out.stderr
+
+
+def test_config_file_is_read_and_command_line_options_win(tmp_path):
+    (tmp_path / "c.yaml").write_text("sparsity: 0.5\nepochs: 2\nrule: inverse\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sparsity: 0.5\nsparsty: 0.6\n")
+    from robust_prune.cli import build_parser, config_from_args
+    args = build_parser().parse_args(["run", "--config", str(tmp_path / "c.yaml"), "--epochs", "4"])
+    cfg = config_from_args(args)
+    assert (cfg.sparsity, cfg.epochs, cfg.rule) == (0.5, 4, "inverse")
+    with pytest.raises(ValueError, match="Unknown config key"):
+        MRPFConfig.load(bad)
+
+
+def test_run_without_arguments_prints_dense_uniform_mrpf_table_and_writes_artefacts(tmp_path):
+    out = run(cwd=tmp_path, *["run", "--quiet"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    assert {"dense", "uniform", "MRPF"} <= set(rows), out.stdout
+    folder = tmp_path / "runs" / "mrpf"
+    report = json.loads((folder / "report.json").read_text())
+    dense, pruned = report["dense"], report["reports"]
+    assert set(pruned) == {"uniform", "MRPF (per-param)"}
+    # the same parameter budget: 70% of the prunable parameters removed, within 0.5% of the prunable count
+    pu, pm = pruned["uniform"]["params"], pruned["MRPF (per-param)"]["params"]
+    assert pu < 0.5 * dense["params"] and abs(pu - pm) / dense["params"] < 0.01
+    for r in pruned.values():
+        assert r["clean_acc"] > 0.8 and min(r["robust_acc"].values()) > 0.3
+    for name in ("config.json", "mrs_report.json", "mrs.html", "report.md", "accuracy.html",
+                 "allocation_uniform.json", "pruned_uniform.pt", "history_uniform.json", "pruned_mrpf_per-param.pt"):
+        assert (folder / name).is_file(), name
+    # a pruned checkpoint loads and runs in a fresh process that never saw the pruning code path
+    code = ("import sys, torch; from robust_prune.models import load_checkpoint; "
+            "m, meta = load_checkpoint(sys.argv[1]); m.eval(); "
+            "print(tuple(m(torch.rand(2, *m.arch_config['input_shape'])).shape), sum(p.numel() for p in m.parameters()))")
+    res = subprocess.run([sys.executable, "-c", code, str(folder / "pruned_mrpf_per-param.pt")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    shape, n = res.stdout.split(")")[0] + ")", int(res.stdout.split(")")[1])
+    assert shape == "(2, 10)" and n == pm
