@@ -1,7 +1,7 @@
 # Development tasks. `make test` is the project's test command (README, .ci/run).
 PY ?= python
 
-.PHONY: test export clean-nbs check-sync nbtest pytest
+.PHONY: test export clean-nbs check-sync nbtest pytest browser-deps
 
 export:
 	nbdev_export
@@ -21,4 +21,9 @@ nbtest:
 pytest:
 	$(PY) -m pytest tests -q --durations=10
 
-test: check-sync nbtest pytest
+# Debian's Chromium for the browser test of the widgets (tests/test_widgets_browser.py), installed when missing.
+browser-deps:
+	command -v chromium >/dev/null || ( SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium )
+
+test: browser-deps check-sync nbtest pytest
