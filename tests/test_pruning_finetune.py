@@ -85,6 +85,7 @@ class StopAfter(Callback):
 
 RESUME = textwrap.dedent("""
     import sys, torch
+    torch.set_num_threads(int(sys.argv[3]))  # bit-exact equality needs the same CPU reduction order as the first process
     from robust_prune.data import get_loaders
     from robust_prune.finetune import finetune
     from robust_prune.models import create_model, save_checkpoint
@@ -107,7 +108,8 @@ def test_interrupted_run_resumed_in_a_fresh_process_ends_with_the_same_weights(t
     assert len(h) == 2 and (tmp_path / "ck" / "last.pt").is_file()
     script = tmp_path / "resume.py"
     script.write_text(RESUME)
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "ck"), str(tmp_path / "resumed.pt")],
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "ck"), str(tmp_path / "resumed.pt"),
+                          str(torch.get_num_threads())],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     resumed, _ = load_checkpoint(tmp_path / "resumed.pt")
