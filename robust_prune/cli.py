@@ -202,7 +202,7 @@ def cmd_mrs(args) -> int:
     from robust_prune.attacks import adversarial_batch
     from robust_prune.mrs import compute_mrs
     config = config_from_args(args)
-    outs = [_writable(p) for p in (args.json, args.html) if p]
+    json_out, html_out = (_writable(p) if p else None for p in (args.json, args.html))  # fail before the slow part
     model = load_model(config)
     dls = load_data(config, model.arch_config["input_shape"])
     attack = config.attacks()[0]
@@ -210,8 +210,8 @@ def cmd_mrs(args) -> int:
     report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, per_layer=args.per_layer,
                          seed=config.seed, progress=config.progress)
     print(report)
-    if args.json: outs[0].write_text(json.dumps(report.to_dict(), indent=2))
-    if args.html: report.plot().write_html(outs[-1], include_plotlyjs="cdn")
+    if json_out: json_out.write_text(json.dumps(report.to_dict(), indent=2))
+    if html_out: report.plot().write_html(html_out, include_plotlyjs="cdn")
     return 0
 
 # %% ../nbs/10_cli.ipynb #a4358322

@@ -311,7 +311,7 @@ def finetune(
     while run.epoch < epochs and not run.stop:
         epoch = run.epoch + 1
         model.train()
-        t0, total, correct, loss_sum = time.time(), 0, torch.zeros((), device=dev), torch.zeros((), device=dev)
+        t0, total, batches, correct, loss_sum = time.time(), 0, 0, torch.zeros((), device=dev), torch.zeros((), device=dev)
         for x, y in tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if channels_last: x = x.contiguous(memory_format=torch.channels_last)
@@ -327,10 +327,11 @@ def finetune(
             loss_sum += loss.detach().float() * len(y)
             correct += (logits.argmax(1) == y).sum()
             total += len(y)
+            batches += 1
             for cb in cbs: cb.on_batch_end(run, loss.detach())
             if stop_event is not None and stop_event.is_set(): run.stop = True
             if run.stop: break
-        if run.stop and total < len(train.dataset if hasattr(train, "dataset") else []):
+        if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
             break  # unfinished epoch: dropped, the last checkpoint stays as it is
         row = dict(epoch=epoch, loss=float(loss_sum) / max(1, total), train_acc=float(correct) / max(1, total),
                    lr=opt.param_groups[0]["lr"])

@@ -299,7 +299,7 @@ def compare(
     dls = load_data(config, model.arch_config["input_shape"])
     mrs_attack, _, ev = config.attacks()
     dense = evaluate(model, dls.test, ev, name="dense", max_samples=config.eval_samples, progress=config.progress)
-    needs_scores = any(isinstance(a, str) and not a.endswith(".json") and (a == "mrs" or a not in ("uniform", "param")) for a in allocations)
+    needs_scores = any(isinstance(a, str) and not a.endswith(".json") and a not in ("uniform", "param") for a in allocations)
     batch = adversarial_batch(model, dls.test.dataset, mrs_attack, n=config.mrs_samples, seed=config.seed)
     report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, seed=config.seed, progress=config.progress) if needs_scores else None
     cm = CostModel(model, round_to=config.round_to, min_channels=config.min_channels)
