@@ -1,11 +1,13 @@
-"""Benchmark of robust_prune.mrs (issue 3): estimator and full-metric times, batched vs loop, ResNet-18 on CPU.
+"""Benchmark of robust_prune.mrs: estimator and full-metric times, ways of evaluating perturbed copies, ResNet-18 on CPU.
 
-Run from the repository root:  OMP_NUM_THREADS=2 python benchmarks/bench_mrs.py [--threads 2] [--skip-grid] [--skip-resnet]
+Run from the repository root:  python benchmarks/bench_mrs.py [--threads 2] [--rounds 3] [--skip-grid] [--skip-resnet]
 Not a test: it measures wall time and prints a Markdown table for BENCHMARKS.md.
 """
 import argparse
+import math
 import os
 import platform
+import statistics
 import time
 
 import torch
@@ -25,6 +27,25 @@ def rho(a, b) -> float:
     return float(spearmanr([a.scores[k] for k in keys], [b.scores[k] for k in keys]).statistic)
 
 
+def dependent_mac_share(model, x, groups) -> dict[str, float]:
+    "Per group: multiply-accumulates of the convolutions and linear layers that depend on it, over those of the network."
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+    from robust_prune.mrs import _touched
+    gm = fx.symbolic_trace(model)
+    ShapeProp(gm).propagate(x)
+    macs = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_module": continue
+        m = gm.get_submodule(n.target)
+        if isinstance(m, torch.nn.Conv2d):
+            macs[n] = n.meta["tensor_meta"].shape.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, torch.nn.Linear):
+            macs[n] = n.meta["tensor_meta"].shape.numel() * m.in_features
+    total = sum(macs.values())
+    return {g.name: sum(v for n, v in macs.items() if n in _touched(gm, set(g.tensors))) / total for g in groups}
+
+
 def row(what: str, seconds: float, note: str = "") -> None:
     print(f"| {what} | {seconds:.1f} | {note} |", flush=True)
 
@@ -34,6 +55,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--skip-grid", action="store_true", help="skip the 121-point reference grid on digits")
     ap.add_argument("--skip-resnet", action="store_true", help="skip the ResNet-18 part")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side comparison (median reported)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
@@ -63,14 +85,39 @@ def main() -> None:
     for m in ESTIMATORS:
         print(f"|   Spearman(`{m}`, full MRS grid-exact) = {rho(est[m], ref):.3f} | | |")
 
-    # batched vs loop, same work side by side
+    # ways of evaluating the copies, side by side: every configuration once per round, median over rounds
+    configs = {"plain loop": dict(batch="loop", reuse=False, early_exit=False),
+               "vmap": dict(batch="vmap", reuse=False, early_exit=False),
+               "loop + reuse": dict(batch="loop", reuse=True, early_exit=False),
+               "vmap + reuse": dict(batch="vmap", reuse=True, early_exit=False),
+               "vmap + reuse + early exit (default on a GPU)": dict(batch="vmap", reuse=True, early_exit=True),
+               "loop + reuse + early exit (default on a CPU)": dict(batch="loop", reuse=True, early_exit=True)}
     for label, kw in (("noise estimator (9 groups × 10 draws)", dict(method="noise")),
                       ("full MRS, bisect", dict(method="mrs", search="bisect"))):
-        t = {}
-        for batched in (True, False):
-            r = compute_mrs(model, adv.x_adv, adv.y, groups=groups, batched=batched, **kw)
-            t[batched] = r.seconds
-        row(f"digits {label}: batched (vmap) / loop", t[True], f"loop {t[False]:.1f} s, speed-up ×{t[False] / t[True]:.2f}")
+        t, scores, fw = {}, {}, {}
+        for _ in range(args.rounds):
+            for name, c in configs.items():
+                if kw["method"] == "noise":
+                    if c["early_exit"]: continue  # the estimator has no threshold to exit on
+                    c = {k: v for k, v in c.items() if k != "early_exit"}
+                r = compute_mrs(model, adv.x_adv, adv.y, groups=groups, **kw, **c)
+                t.setdefault(name, []).append(r.seconds)
+                scores[name], fw[name] = r.scores, r.forwards
+        base = statistics.median(t["plain loop"])
+        for name, ts in t.items():
+            same = sum(scores[name][k] == scores["plain loop"][k] for k in scores[name])
+            close = sum(math.isclose(scores[name][k], scores["plain loop"][k], rel_tol=1e-4) for k in scores[name])
+            note = "reference" if name == "plain loop" else f"×{base / statistics.median(ts):.2f} vs plain loop"
+            row(f"digits {label}: {name}", statistics.median(ts),
+                f"{note}; {fw[name]} forwards; scores equal to the plain loop's: {same}/{len(groups)} exactly, "
+                f"{close}/{len(groups)} within 1e-4")
+    frac = dependent_mac_share(model, adv.x_adv, groups)
+    K = 10
+    bound = K * len(frac) / sum(1 - f + K * f for f in frac.values())
+    print(f"|   MAC share of the part of the network each group can change: " +
+          ", ".join(f"{k} {v:.2f}" for k, v in frac.items()) + " | | |")
+    print(f"|   so any evaluation that recomputes that part for every copy, at the plain loop's speed per MAC, is at most "
+          f"×{bound:.2f} faster than the plain loop for {K} copies per group (×{len(frac) / sum(frac.values()):.2f} for many) | | |")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "state_dict changed"
 
     if args.skip_resnet: return
@@ -99,7 +146,7 @@ def main() -> None:
     est_bisect = pts_bisect * sum(per_point.values())
     print(f"| ResNet-18 full MRS, grid (extrapolated: 121 points × per-group time of one 10-draw point) | {est_grid:.0f} | "
           f"= {est_grid / 3600:.1f} h, not run |")
-    print(f"| ResNet-18 full MRS, bisect (extrapolated: {pts_bisect:.1f} points per group, the mean on digits) | "
+    print(f"| ResNet-18 full MRS, bisect (extrapolated: {pts_bisect:.1f} points' worth of draws per group, the mean on digits) | "
           f"{est_bisect:.0f} | = {est_bisect / 3600:.2f} h, not run |")
     print("|   per-group seconds of one 10-draw point: " + ", ".join(f"{k} {v:.1f}" for k, v in per_point.items()) + " | | |")
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")

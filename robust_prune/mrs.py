@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -20,8 +21,8 @@ from .attacks import check_batch, num_classes_of, restore_modes
 from .models import rebuild, unprunable_layers
 
 # %% auto #0
-__all__ = ['ROOT_TYPES', 'SEARCHES', 'METHODS', 'PrunableGroup', 'resolve_ignored', 'dependency_graph', 'prunable_groups',
-           'initial_state', 'LossEvaluator', 'GroupScore', 'MRSReport', 'compute_mrs']
+__all__ = ['ROOT_TYPES', 'BATCH_MODES', 'SEARCHES', 'METHODS', 'PrunableGroup', 'resolve_ignored', 'dependency_graph',
+           'prunable_groups', 'initial_state', 'LossEvaluator', 'GroupScore', 'MRSReport', 'compute_mrs']
 
 # %% ../nbs/03_mrs.ipynb #8fe235aa
 ROOT_TYPES: tuple[type, ...] = (nn.Conv2d, nn.Linear)  # layer types whose output channels root a group
@@ -148,38 +149,149 @@ def initial_state(
     return {n: p.detach().to(device) for n, p in fresh.named_parameters()}
 
 # %% ../nbs/03_mrs.ipynb #baa1a54f
+_INPLACE_OPS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv, operator.imod,
+                operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift, operator.irshift, operator.imatmul}
+
+def _inplace(n, gm) -> bool:
+    "Whether the traced operation `n` may write into its first argument."
+    if n.op == "call_function":
+        name = getattr(n.target, "__name__", "")
+        return n.target in _INPLACE_OPS or (name.endswith("_") and not name.startswith("_")) or n.kwargs.get("inplace") is True
+    if n.op == "call_method": return n.target.endswith("_") and not n.target.startswith("_")
+    if n.op == "call_module": return getattr(gm.get_submodule(n.target), "inplace", False) is True
+    return False
+
+def _touched(gm, names: set[str]) -> set:
+    "Nodes of the traced graph whose value can depend on one of the parameters `names`."
+    import torch.fx as fx
+    def reads(n) -> bool:
+        if n.op not in ("call_module", "get_attr"): return False
+        return n.target in names or any(k.startswith(n.target + ".") for k in names)
+    nodes, out = list(gm.graph.nodes), set()
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n.op != "output" and n not in out and (reads(n) or any(a in out for a in n.all_input_nodes)):
+                out.add(n); changed = True
+        # a value written in place by a touched operation, or written in place while a touched one reads it, is
+        # recomputed with the touched part (so the reused values are never modified and every read sees the same data)
+        for n in nodes:
+            a = n.args[0] if n.args else None
+            if isinstance(a, fx.Node) and a not in out and _inplace(n, gm) and (n in out or any(u in out for u in a.users)):
+                out.add(a); changed = True
+    return out
+
+class _Focus:
+    "The part of a traced model that depends on some parameters, with the values it reads from the rest computed once."
+    def __init__(self, gm, names: Iterable[str], x: torch.Tensor):
+        import torch.fx as fx
+        self.names = set(names)
+        touched = _touched(gm, self.names)
+        nodes = list(gm.graph.nodes)
+        if any(n.op == "placeholder" for n in touched): raise ValueError("the model writes into its input in place")
+        out = next(n for n in nodes if n.op == "output")
+        inputs = _dedupe(a for n in nodes if n in touched or n is out for a in n.all_input_nodes if a not in touched)
+        graph, env = fx.Graph(), {}
+        for k, a in enumerate(inputs): env[a] = graph.placeholder(f"reused_{k}")
+        for n in nodes:
+            if n in touched or n is out: env[n] = graph.node_copy(n, lambda a: env[a])
+        self.sub = fx.GraphModule(gm, graph)  # shares gm's modules, hence the model's parameters and their names
+        self.args = _run_untouched(gm, touched, inputs, x)
+        # oneDNN's CPU convolutions skip a layout reorder per call on channels-last activations. Used without gradients
+        # only: with torch 2.14 on the CPU, the weight gradient of a strided 1×1 convolution of a few channels-last
+        # channels corrupts the heap.
+        self.args_cl = self.args if x.device.type != "cpu" else tuple(
+            a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in self.args)
+        self.touched, self.total = len(touched), len(nodes)
+
+def _run_untouched(gm, touched: set, wanted: list, x: torch.Tensor) -> tuple:
+    "Run every operation outside `touched` (in graph order, in-place ones included) and return the values of `wanted`."
+    import torch.fx as fx
+    keep = set(wanted)
+    class Partial(fx.Interpreter):
+        def __init__(self):
+            super().__init__(gm); self.kept = {}
+        def run_node(self, n):
+            if n in touched or n.op == "output": return None
+            v = super().run_node(n)
+            if n in keep: self.kept[n] = v
+            return v
+    with torch.no_grad():
+        ip = Partial(); ip.run(x)
+    return tuple(ip.kept[n] for n in wanted)
+
+# %% ../nbs/03_mrs.ipynb #6da9b7f9
+BATCH_MODES = ("auto", "vmap", "loop")
+
 class LossEvaluator:
     "Mean cross-entropy of `model` (eval mode) on a fixed batch, with some parameter tensors substituted."
     def __init__(self,
                  model: nn.Module,  # the network (its parameters are only read)
                  x: torch.Tensor,  # fixed input batch (on the model's device)
                  y: torch.Tensor,  # its labels
-                 batched: bool = True,  # evaluate stacked copies with `vmap` (False: a loop over copies)
-                 max_batch: int = 4096,  # images per batched forward: copies per forward = max(1, max_batch // len(x))
+                 batch: str = "auto",  # how copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU, loop on a CPU
+                 max_batch: int = 4096,  # vmap: images per batched forward, so copies per forward = max(1, max_batch // len(x))
+                 reuse: bool = True,  # after `focus`, compute what the focused tensors cannot change only once
                 ):
-        self.model, self.x, self.y, self.batched = model, x, y, batched
-        self.chunk = max(1, int(max_batch) // len(x))
+        if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
+        if batch == "auto": batch = "vmap" if x.device.type != "cpu" else "loop"  # the faster one on each (BENCHMARKS.md)
+        self.model, self.x, self.y, self.batch, self.reuse = model, x, y, batch, reuse
+        self.chunk = max(1, int(max_batch) // len(x)) if batch == "vmap" else 1  # copies evaluated at once
         self.forwards = 0  # perturbed copies evaluated so far
+        self._gm, self._focus = None, None
+        self.note = ""  # why activations are not reused, if they are not
+
+    def _traced(self):
+        "The model traced by torch.fx and checked on the batch; None (with `note` set) when that is not possible."
+        if self._gm is None:
+            import torch.fx as fx
+            try:
+                gm = fx.symbolic_trace(self.model)
+                with torch.no_grad(): same = torch.allclose(gm(self.x), self.model(self.x), rtol=1e-4, atol=1e-5)
+                if not same: raise RuntimeError("the traced graph gives a different output")
+                self._gm = gm
+            except Exception as e:  # any model torch.fx cannot follow is evaluated whole
+                self._gm, self.reuse = False, False
+                self.note = f"activations not reused: torch.fx cannot trace this model ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
+        return self._gm or None
+
+    def focus(self, names: Iterable[str] | None) -> None:
+        "Prepare evaluations that substitute only the tensors `names` (None: clear)."
+        self._focus = None
+        if names is None or not self.reuse: return
+        gm = self._traced()
+        if gm is None: return
+        try: self._focus = _Focus(gm, names, self.x)
+        except ValueError: self._focus = None  # evaluated whole
+
+    def _target(self, tensors: dict[str, torch.Tensor]) -> tuple[nn.Module, tuple]:
+        "The module that computes the logits with `tensors` substituted, and its inputs: the focused part where it covers them."
+        f = self._focus
+        if f is not None and tensors and f.names.issuperset(tensors): return f.sub, (f.args if torch.is_grad_enabled() else f.args_cl)
+        return self.model, (self.x,)
 
     def loss(self, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         "Loss with `tensors` (name → value) in place of the model's own (none: the model as it is)."
         from torch.func import functional_call
         self.forwards += 1
-        return F.cross_entropy(functional_call(self.model, tensors or {}, (self.x,)), self.y)
+        mod, args = self._target(tensors or {})
+        return F.cross_entropy(functional_call(mod, tensors or {}, args), self.y)
 
     @torch.no_grad()
     def losses(self, stacked: dict[str, torch.Tensor]) -> torch.Tensor:
         "Losses of B copies; `stacked` maps names to tensors with a leading copy dimension B."
-        from torch.func import functional_call, vmap
         B = next(iter(stacked.values())).shape[0]
-        if not self.batched: return torch.stack([self.loss({n: v[b] for n, v in stacked.items()}) for b in range(B)])
-        one = lambda t: F.cross_entropy(functional_call(self.model, t, (self.x,)), self.y)
+        if self.batch == "loop": return torch.stack([self.loss({n: v[b] for n, v in stacked.items()}) for b in range(B)])
+        from torch.func import functional_call, vmap
+        mod, args = self._target(stacked)
+        one = lambda t: F.cross_entropy(functional_call(mod, t, args), self.y)
         out = []
         for i in range(0, B, self.chunk):
             try: out.append(vmap(one)({n: v[i:i + self.chunk] for n, v in stacked.items()}))
             except RuntimeError as e:  # a model vmap cannot batch (e.g. data-dependent Python control flow)
                 warnings.warn(f"vmap cannot batch this model ({str(e).splitlines()[0][:120]}); evaluating copies one by one.")
-                self.batched = False
+                self.batch, self.chunk = "loop", 1
                 return torch.cat(out + [self.losses({n: v[i:] for n, v in stacked.items()})])
             self.forwards += out[-1].shape[0]
         return torch.cat(out)
@@ -205,29 +317,50 @@ def _alpha_grid(alphas: int | Sequence[float]) -> list[float]:
 class _Criticality:
     "The feasibility table of one group, evaluated lazily and batched: is E_u[L_adv(θ_i(α, σu))] <= threshold?"
     def __init__(self, ev: LossEvaluator, thF: dict, th0: dict, alphas: list, sigmas: list, draws: int,
-                 threshold: float, gen: torch.Generator):
+                 threshold: float, gen: torch.Generator, early_exit: bool = True):
         self.ev, self.thF, self.th0, self.alphas, self.sigmas, self.threshold = ev, thF, th0, alphas, sigmas, threshold
         self.rms = {n: t.pow(2).mean().sqrt() for n, t in thF.items()}
         # common random numbers: one set of standard-normal draws per group, scaled by every grid point
         self.z = {n: torch.randn((draws, *t.shape), generator=gen).to(t.device) for n, t in thF.items()}
-        self.draws = draws
+        self.draws, self.early_exit = draws, early_exit
         self.dist2 = float(sum((thF[n] - th0[n]).pow(2).sum() for n in thF))
         self.table: dict[tuple[int, int], bool] = {}  # (alpha index, sigma index) -> feasible
         self.points_per_batch = max(1, ev.chunk // draws)
+        self.exits = 0  # points found infeasible before all their draws were evaluated
 
     def objective(self, ia: int, js: int) -> float:
         return self.alphas[ia] ** 2 * self.dist2 / self.sigmas[js] ** 2
 
+    def _stages(self) -> list[tuple[int, int]]:
+        "Slices of the draws evaluated one after the other: one draw at a time in a loop, halves under vmap."
+        if not self.early_exit: return [(0, self.draws)]
+        step = math.ceil(self.draws / 2) if self.ev.batch == "vmap" else 1
+        return [(d, min(d + step, self.draws)) for d in range(0, self.draws, step)]
+
     def evaluate(self, points: list[tuple[int, int]]) -> None:
-        "Fill the table for `points` (one batched evaluation per `points_per_batch` points)."
+        "Fill the table for `points` (one batched evaluation per `points_per_batch` points and stage of draws)."
+        # cross-entropy is never negative, so once the draws evaluated so far sum to more than draws × threshold the
+        # mean over all draws is above the threshold whatever the others give: the point is settled (exactly)
+        limit = self.draws * self.threshold * (1 + 1e-6)
         points = [p for p in points if p not in self.table]
         for k in range(0, len(points), self.points_per_batch):
-            chunk = points[k:k + self.points_per_batch]
-            stacked = {n: torch.cat([((1 - self.alphas[ia]) * self.th0[n] + self.alphas[ia] * self.thF[n]).unsqueeze(0)
-                                     + (self.sigmas[js] * self.rms[n]) * self.z[n] for ia, js in chunk])
-                       for n in self.thF}
-            mean = self.ev.losses(stacked).view(len(chunk), self.draws).mean(1)
-            for p, ok in zip(chunk, (mean <= self.threshold).tolist()): self.table[p] = ok
+            active = points[k:k + self.points_per_batch]
+            seen: dict[tuple[int, int], list[torch.Tensor]] = {p: [] for p in active}
+            for d0, d1 in self._stages():
+                if not active: break
+                stacked = {n: torch.cat([((1 - self.alphas[ia]) * self.th0[n] + self.alphas[ia] * self.thF[n]).unsqueeze(0)
+                                         + (self.sigmas[js] * self.rms[n]) * self.z[n][d0:d1] for ia, js in active])
+                           for n in self.thF}
+                out = self.ev.losses(stacked).view(len(active), d1 - d0)
+                for p, row in zip(active, out): seen[p].append(row)
+                if d1 == self.draws: break
+                over = [s > limit for s in torch.stack([torch.cat(seen[p]).sum() for p in active]).tolist()]
+                for p, o in zip(active, over):
+                    if o: self.table[p] = False; self.exits += 1
+                active = [p for p, o in zip(active, over) if not o]
+            if active:
+                mean = torch.stack([torch.cat(seen[p]) for p in active]).mean(1)
+                for p, ok in zip(active, (mean <= self.threshold).tolist()): self.table[p] = ok
 
     def feasible(self, ia: int, js: int) -> bool:
         self.evaluate([(ia, js)])
@@ -425,6 +558,7 @@ def compute_mrs(
     draws: int = 10,  # mrs: noise draws per grid point
     tau: float = 0.01,  # mrs: allowed relative rise of L_adv
     search: str = "bisect",  # mrs: bisect (assumes monotone feasibility, fewest points), ordered (exactly the grid's result) or grid
+    early_exit: bool = True,  # mrs: stop a point's draws once those seen prove it infeasible (same result; False: all draws)
     init_seed: int = 0,  # seed of the re-initialisation giving θ⁰ when `init_state` is None
     noise_sigma: float = 0.1,  # noise: relative noise scale
     noise_draws: int = 10,  # noise: draws per group
@@ -432,8 +566,9 @@ def compute_mrs(
     worst_steps: int = 10,  # worst: gradient-ascent steps
     worst_step_size: float | None = None,  # worst: step length relative to the radius; None: 2.5 / worst_steps
     seed: int = 0,  # seed of the noise draws
-    batched: bool = True,  # evaluate perturbed copies with vmap (False: plain loop, for reference)
-    max_batch: int = 4096,  # images per batched forward (bounds memory)
+    batch: str = "auto",  # how perturbed copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU, loop on a CPU
+    reuse: bool = True,  # compute the activations a group cannot change once per group (torch.fx; False: whole forwards)
+    max_batch: int = 4096,  # vmap: images per batched forward (bounds memory)
     progress: bool = False,  # progress bar over groups
 ) -> MRSReport:
     "Sensitivity of each prunable group of `model` to weight perturbation, measured on the fixed set (`x_adv`, `y`)."
@@ -441,6 +576,7 @@ def compute_mrs(
     method = str(method).lower()
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
     if search not in SEARCHES: raise ValueError(f"Unknown search {search!r}; choose one of: {', '.join(SEARCHES)}.")
+    if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
     check_batch(x_adv, y, num_classes_of(model))
     for k, v in dict(draws=draws, noise_draws=noise_draws, worst_steps=worst_steps, max_batch=max_batch).items():
         if int(v) != v or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}.")
@@ -456,7 +592,8 @@ def compute_mrs(
         if missing: raise ValueError(f"Group {g.name!r} names parameters the model does not have: {', '.join(missing[:3])}.")
     settings: dict = dict(n=len(y))
     if method == "mrs":
-        settings.update(alphas=alpha_grid, sigmas=sigma_grid, draws=int(draws), tau=float(tau), search=search, seed=int(seed))
+        settings.update(alphas=alpha_grid, sigmas=sigma_grid, draws=int(draws), tau=float(tau), search=search, seed=int(seed),
+                        early_exit=bool(early_exit))
     if method == "noise": settings.update(noise_sigma=float(noise_sigma), noise_draws=int(noise_draws), seed=int(seed))
     if method == "worst":
         step = float(worst_step_size) if worst_step_size is not None else 2.5 / worst_steps
@@ -468,7 +605,7 @@ def compute_mrs(
     from tqdm.auto import tqdm
     with restore_modes(model):
         model.eval()
-        ev = LossEvaluator(model, x_adv, y, batched=batched, max_batch=max_batch)
+        ev = LossEvaluator(model, x_adv, y, batch=batch, max_batch=max_batch, reuse=reuse)
         grads = None
         if method in ("taylor", "worst"):  # the gradient pass gives the base loss too
             base, grads = _gradients(ev, {t: P[t] for g in groups for t in g.tensors})
@@ -481,6 +618,7 @@ def compute_mrs(
             thF = {t: P[t] for t in g.tensors}
             gen = torch.Generator().manual_seed(int(seed))  # per group, so a group's draws do not depend on the others
             alpha = sigma = None
+            ev.focus(g.tensors if method in ("noise", "worst", "mrs") else None)  # many evaluations of this group follow
             if method == "taylor":
                 score = abs(float(sum((grads[t] * thF[t]).sum() for t in thF)))
             elif method == "rewind":
@@ -493,11 +631,14 @@ def compute_mrs(
                 score = _worst(ev, thF, {t: grads[t] for t in thF}, base, worst_eps, int(worst_steps), step)
             else:
                 crit = _Criticality(ev, thF, {t: theta0[t] for t in thF}, alpha_grid, sigma_grid, int(draws),
-                                    (1 + tau) * base, gen)
+                                    (1 + tau) * base, gen, early_exit)
                 SEARCHES[search](crit)
                 score, ia, js = crit.best()
                 if ia is not None: alpha, sigma = alpha_grid[ia], sigma_grid[js]
             rows.append(GroupScore(**PrunableGroup.to_dict(g), score=score, alpha=alpha, sigma=sigma, seconds=time.time() - tg))
+        ev.focus(None)
+    if method in ("noise", "worst", "mrs"):
+        settings.update(batch=ev.batch, reuse=ev.reuse, **({"note": ev.note} if ev.note else {}))
     return MRSReport(method, rows, settings, base, ev.forwards, time.time() - t0)
 
 def _theta0(model: nn.Module, init_state, init_seed: int, groups, P: dict) -> dict[str, torch.Tensor]:

@@ -138,9 +138,111 @@ def test_batched_evaluation_equals_the_plain_loop():
     P = dict(model.named_parameters())
     g = prunable_groups(model, x[:1])[0]
     stacked = {t: P[t].detach() + 0.1 * torch.randn(5, *P[t].shape) for t in g.tensors}
-    batched = LossEvaluator(model, x, y, batched=True).losses(stacked)
-    looped = LossEvaluator(model, x, y, batched=False).losses(stacked)
+    batched = LossEvaluator(model, x, y, batch="vmap").losses(stacked)
+    looped = LossEvaluator(model, x, y, batch="loop").losses(stacked)
     assert torch.allclose(batched, looped, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch, shape", [("digits_resnet", (16, 1, 8, 8)), ("resnet18", (4, 3, 32, 32)),
+                                         ("vgg16_bn", (4, 3, 32, 32))])
+def test_reused_activations_give_the_whole_network_losses_and_exactly_its_gradients(arch, shape):
+    model = create_model(arch, "digits" if arch == "digits_resnet" else "cifar10", seed=1).eval()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(*shape, generator=gen), torch.randint(0, 10, (shape[0],), generator=gen)
+    P = {n: p.detach() for n, p in model.named_parameters()}
+    groups = prunable_groups(model, x[:1])
+    for g in (groups[0], groups[len(groups) // 2], groups[-1]):
+        stacked = {t: P[t] + 0.1 * torch.randn(3, *P[t].shape, generator=gen) for t in g.tensors}
+        for batch in ("vmap", "loop"):
+            whole = LossEvaluator(model, x, y, batch=batch, reuse=False)
+            part = LossEvaluator(model, x, y, batch=batch)
+            part.focus(g.tensors)
+            assert part._focus is not None and part._focus.touched < part._focus.total
+            # without gradients the reused part runs on channels-last activations: the same sums in another order
+            assert torch.allclose(whole.losses(stacked), part.losses(stacked), rtol=1e-5, atol=1e-6)
+        leaves = [{t: v[0].clone().requires_grad_(True) for t, v in stacked.items()} for _ in range(2)]
+        for ev, lv in zip((whole, part), leaves): ev.loss(lv).backward()
+        assert all(torch.equal(leaves[0][t].grad, leaves[1][t].grad) for t in g.tensors)
+        # tensors outside the focused group are still honoured (the whole network runs for them)
+        other = groups[0] if g is not groups[0] else groups[-1]
+        moved = {t: P[t] * 0.5 for t in other.tensors}
+        assert torch.equal(whole.loss(moved), part.loss(moved))
+        with torch.no_grad(): assert torch.equal(whole.loss(moved), part.loss(moved))
+
+
+def test_auto_batch_mode_is_the_loop_on_a_cpu_and_settings_record_it():
+    model, x, y = _small_digits_batch(8)
+    assert LossEvaluator(model.eval(), x, y).batch == "loop"
+    r = compute_mrs(model, x, y, method="noise", noise_draws=2)
+    assert r.settings["batch"] == "loop" and r.settings["reuse"] is True
+    assert compute_mrs(model, x, y, method="noise", noise_draws=2, batch="vmap").settings["batch"] == "vmap"
+
+
+@pytest.mark.parametrize("batch", ["loop", "vmap"])
+def test_early_exit_gives_exactly_the_same_scores_with_fewer_forwards(planted, batch):
+    model, init, x_adv, y = planted
+    kw = dict(init_state=init, alphas=6, sigma_points=6, draws=4, search="grid", batch=batch)
+    full = compute_mrs(model, x_adv, y, early_exit=False, **kw)
+    fast = compute_mrs(model, x_adv, y, **kw)
+    assert fast.scores == full.scores and fast.settings["early_exit"] and not full.settings["early_exit"]
+    assert [(g.alpha, g.sigma) for g in fast.groups] == [(g.alpha, g.sigma) for g in full.groups]
+    assert full.forwards == 2 * 36 * 4 and fast.forwards < full.forwards
+
+
+class _InPlaceResidual(nn.Module):
+    "`out.add_(shortcut(x))` writes into a value that does not depend on the shortcut; the ReLU works in place too."
+    def __init__(self):
+        super().__init__()
+        self.main = nn.Conv2d(1, 4, 3, padding=1)
+        self.shortcut = nn.Conv2d(1, 4, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.main(x)
+        out.add_(self.shortcut(x))
+        return self.head(self.relu(out).mean((2, 3)))
+
+
+def test_in_place_operations_never_modify_the_reused_activations():
+    torch.manual_seed(0)
+    model = _InPlaceResidual().eval()
+    x, y = torch.rand(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    P = {n: p.detach() for n, p in model.named_parameters()}
+    for names in (["shortcut.weight", "shortcut.bias"], ["main.weight"], ["head.weight"]):
+        stacked = {t: P[t] + 0.3 * torch.randn(4, *P[t].shape) for t in names}
+        whole = LossEvaluator(model, x, y, batch="loop", reuse=False)
+        part = LossEvaluator(model, x, y, batch="loop")
+        part.focus(names)
+        assert part._focus is not None
+        first, again = part.losses(stacked), part.losses(stacked)  # a corrupted cache would change the second call
+        assert torch.allclose(whole.losses(stacked), first, rtol=1e-5, atol=1e-6) and torch.equal(first, again)
+        with torch.enable_grad():  # the gradient path reads the reused values in their original layout
+            assert torch.equal(whole.loss({t: v[0] for t, v in stacked.items()}), part.loss({t: v[0] for t, v in stacked.items()}))
+
+
+class _DataDependent(nn.Module):
+    "Control flow on the data: runs, and torch-pruning can trace it, but torch.fx cannot."
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.conv(x).relu()
+        if h.sum() > 0: h = h * 2
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_model_torch_fx_cannot_trace_is_evaluated_whole_with_the_same_scores():
+    torch.manual_seed(0)
+    model = _DataDependent().eval()
+    x, y = torch.rand(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    r = compute_mrs(model, x, y, method="noise")
+    assert r.settings["reuse"] is False and "torch.fx cannot trace" in r.settings["note"]
+    ref = compute_mrs(model, x, y, method="noise", reuse=False)
+    assert r.scores == ref.scores
+    assert compute_mrs(create_model("digits_resnet", seed=0).eval(), torch.rand(8, 1, 8, 8), y, method="noise").settings["reuse"]
 
 
 def test_initial_state_reproduces_the_seeded_initialisation_of_create_model():
@@ -169,6 +271,7 @@ class _ReturnsText(nn.Module):
     ("method", "Unknown method"),
     ("ignored", "not a module of the model"),
     ("init", "init_state's 'conv1.weight' has shape"),
+    ("batch", "Unknown batch mode"),
 ])
 def test_bad_input_raises_one_clear_value_error(case, message):
     model, x, y = _small_digits_batch(8)
@@ -180,6 +283,7 @@ def test_bad_input_raises_one_clear_value_error(case, message):
     if case == "method": kw = dict(method="hessian")
     if case == "ignored": kw = dict(ignored_layers=["layer9"])
     if case == "init": kw = dict(init_state=create_model("digits_resnet", seed=0, width=8))
+    if case == "batch": kw = dict(batch="gpu")
     with pytest.raises(ValueError) as err:
         compute_mrs(model, x, y, **kw)
     text = str(err.value)
