@@ -326,7 +326,6 @@ class _Criticality:
         self.dist2 = float(sum((thF[n] - th0[n]).pow(2).sum() for n in thF))
         self.table: dict[tuple[int, int], bool] = {}  # (alpha index, sigma index) -> feasible
         self.points_per_batch = max(1, ev.chunk // draws)
-        self.exits = 0  # points found infeasible before all their draws were evaluated
 
     def objective(self, ia: int, js: int) -> float:
         return self.alphas[ia] ** 2 * self.dist2 / self.sigmas[js] ** 2
@@ -340,8 +339,9 @@ class _Criticality:
     def evaluate(self, points: list[tuple[int, int]]) -> None:
         "Fill the table for `points` (one batched evaluation per `points_per_batch` points and stage of draws)."
         # cross-entropy is never negative, so once the draws evaluated so far sum to more than draws × threshold the
-        # mean over all draws is above the threshold whatever the others give: the point is settled (exactly)
-        limit = self.draws * self.threshold * (1 + 1e-6)
+        # mean over all draws is above the threshold whatever the others give: the point is settled. The margin covers
+        # the float32 rounding of the mean the full evaluation would compare, so the decision is exactly the same.
+        limit = self.draws * self.threshold * (1 + 1e-7 * (self.draws + 10))
         points = [p for p in points if p not in self.table]
         for k in range(0, len(points), self.points_per_batch):
             active = points[k:k + self.points_per_batch]
@@ -354,9 +354,9 @@ class _Criticality:
                 out = self.ev.losses(stacked).view(len(active), d1 - d0)
                 for p, row in zip(active, out): seen[p].append(row)
                 if d1 == self.draws: break
-                over = [s > limit for s in torch.stack([torch.cat(seen[p]).sum() for p in active]).tolist()]
+                over = [s > limit for s in torch.stack([torch.cat(seen[p]).double().sum() for p in active]).tolist()]
                 for p, o in zip(active, over):
-                    if o: self.table[p] = False; self.exits += 1
+                    if o: self.table[p] = False
                 active = [p for p, o in zip(active, over) if not o]
             if active:
                 mean = torch.stack([torch.cat(seen[p]) for p in active]).mean(1)
