@@ -43,7 +43,11 @@ def dependent_mac_share(model, x, groups) -> dict[str, float]:
         elif isinstance(m, torch.nn.Linear):
             macs[n] = n.meta["tensor_meta"].shape.numel() * m.in_features
     total = sum(macs.values())
-    return {g.name: sum(v for n, v in macs.items() if n in _touched(gm, set(g.tensors))) / total for g in groups}
+    share = {}
+    for g in groups:
+        touched = _touched(gm, set(g.tensors))
+        share[g.name] = sum(v for n, v in macs.items() if n in touched) / total
+    return share
 
 
 def row(what: str, seconds: float, note: str = "") -> None:

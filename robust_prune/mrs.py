@@ -325,7 +325,7 @@ class _Criticality:
         self.draws, self.early_exit = draws, early_exit
         self.dist2 = float(sum((thF[n] - th0[n]).pow(2).sum() for n in thF))
         self.table: dict[tuple[int, int], bool] = {}  # (alpha index, sigma index) -> feasible
-        self.points_per_batch = max(1, ev.chunk // draws)
+        self.points_per_batch = max(1, ev.chunk // self._stages()[0][1])  # points whose first stage fills one batch
 
     def objective(self, ia: int, js: int) -> float:
         return self.alphas[ia] ** 2 * self.dist2 / self.sigmas[js] ** 2
