@@ -50,6 +50,35 @@ def dependent_mac_share(model, x, groups) -> dict[str, float]:
     return share
 
 
+def batching_ceiling(model, x, rounds: int, copies: int = 10) -> None:
+    "What folding copies into one batch can gain per image on this machine, measured side by side (median over rounds)."
+    def clock(f, reps: int = 5) -> float:
+        f()
+        t0 = time.perf_counter()
+        for _ in range(reps): f()
+        return (time.perf_counter() - t0) / reps
+    sizes = sorted({1, 2, 4, copies})
+    xs = {b: x.repeat(b, 1, 1, 1) for b in sizes}
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels == m.out_channels)
+    with torch.no_grad():  # the input a group's second convolution sees under vmap: one activation per copy
+        a = torch.randn(len(x), copies * conv.in_channels, x.shape[-2], x.shape[-1])
+        w = conv.weight.repeat(copies, 1, 1, 1) + 0.01 * torch.randn(copies * conv.out_channels, *conv.weight.shape[1:])
+        parts, ws = a.chunk(copies, 1), w.chunk(copies, 0)
+        kw = dict(stride=conv.stride, padding=conv.padding)
+        t: dict = {}
+        for _ in range(rounds):
+            for b in sizes: t.setdefault(b, []).append(clock(lambda: model(xs[b])) / b)
+            t.setdefault("grouped", []).append(clock(lambda: torch.nn.functional.conv2d(a, w, groups=copies, **kw)))
+            t.setdefault("looped", []).append(clock(lambda: [torch.nn.functional.conv2d(p, q, **kw) for p, q in zip(parts, ws)]))
+    med = {k: statistics.median(v) for k, v in t.items()}
+    print(f"|   whole-network forward, {len(x)} images per copy, copies folded into one batch: " +
+          ", ".join(f"{b} → {1e3 * med[b]:.1f} ms per copy" for b in sizes) +
+          f" (×{med[1] / min(med[b] for b in sizes):.2f} at best) | | |")
+    print(f"|   one {conv.in_channels}→{conv.out_channels} 3×3 convolution on {copies} copies' own activations: "
+          f"grouped (as vmap runs it) {1e3 * med['grouped']:.1f} ms, one per copy {1e3 * med['looped']:.1f} ms "
+          f"(×{med['looped'] / med['grouped']:.2f}) | | |")
+
+
 def row(what: str, seconds: float, note: str = "") -> None:
     print(f"| {what} | {seconds:.1f} | {note} |", flush=True)
 
@@ -122,6 +151,7 @@ def main() -> None:
           ", ".join(f"{k} {v:.2f}" for k, v in frac.items()) + " | | |")
     print(f"|   so any evaluation that recomputes that part for every copy, at the plain loop's speed per MAC, is at most "
           f"×{bound:.2f} faster than the plain loop for {K} copies per group (×{len(frac) / sum(frac.values()):.2f} for many) | | |")
+    batching_ceiling(model, adv.x_adv, args.rounds)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "state_dict changed"
 
     if args.skip_resnet: return
