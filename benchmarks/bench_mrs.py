@@ -1,6 +1,6 @@
 """Benchmark of robust_prune.mrs: estimator and full-metric times, ways of evaluating perturbed copies, ResNet-18 on CPU.
 
-Run from the repository root:  python benchmarks/bench_mrs.py [--threads 2] [--rounds 3] [--skip-grid] [--skip-resnet]
+Run from the repository root:  python benchmarks/bench_mrs.py [--threads 2] [--rounds 3] [--skip-grid] [--skip-resnet] [--full-resnet]
 Not a test: it measures wall time and prints a Markdown table for BENCHMARKS.md.
 """
 import argparse
@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--skip-grid", action="store_true", help="skip the 121-point reference grid on digits")
     ap.add_argument("--skip-resnet", action="store_true", help="skip the ResNet-18 part")
+    ap.add_argument("--full-resnet", action="store_true",
+                    help="also run the full metric (default bisect search) on ResNet-18 once (about 15 min on 2 cores)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side comparison (median reported)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -183,6 +185,12 @@ def main() -> None:
     print(f"| ResNet-18 full MRS, bisect (extrapolated: {pts_bisect:.1f} points' worth of draws per group, the mean on digits) | "
           f"{est_bisect:.0f} | = {est_bisect / 3600:.2f} h, not run |")
     print("|   per-group seconds of one 10-draw point: " + ", ".join(f"{k} {v:.1f}" for k, v in per_point.items()) + " | | |")
+    if args.full_resnet:
+        r = compute_mrs(r18, x_adv, y, groups=g18)
+        row("ResNet-18 full MRS, bisect (11 α × 11 σ × 10 draws), run once", r.seconds,
+            f"= {r.seconds / 3600:.2f} h; {r.forwards} perturbed forwards ({r.forwards / 10 / len(g18):.1f} points' worth "
+            f"of draws per group); scores finite in {sum(math.isfinite(v) for v in r.scores.values())}/{len(g18)} groups")
+        print("|   per-group seconds: " + ", ".join(f"{g.name} {g.seconds:.0f}" for g in r.groups) + " | | |")
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
 
 
