@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--skip-grid", action="store_true", help="skip the 121-point reference grid on digits")
     ap.add_argument("--skip-resnet", action="store_true", help="skip the ResNet-18 part")
     ap.add_argument("--full-resnet", action="store_true",
-                    help="also run the full metric (default bisect search) on ResNet-18 once (about 15 min on 2 cores)")
+                    help="also run the full metric (default bisect search) on the random-init ResNet-18 once (about 5 min on 2 cores)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side comparison (median reported)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -12,17 +12,13 @@ import platform
 import time
 
 import torch
-from scipy.stats import spearmanr
 
+from bench_mrs import rho, row  # this script's folder is on sys.path when run as a script
 from robust_prune.attacks import AttackSpec, adversarial_batch
 from robust_prune.data import get_loaders
 from robust_prune.finetune import finetune
 from robust_prune.models import create_model
 from robust_prune.mrs import compute_mrs, prunable_groups
-
-
-def row(what: str, seconds: float, note: str = "") -> None:
-    print(f"| {what} | {seconds:.1f} | {note} |", flush=True)
 
 
 def main() -> None:
@@ -54,11 +50,9 @@ def main() -> None:
         f"= {full.seconds / 3600:.2f} h; {full.forwards} perturbed forwards ({full.forwards / 10 / len(groups):.1f} "
         f"points' worth of draws per group); scores finite in {sum(math.isfinite(v) for v in full.scores.values())}/{len(groups)}")
     print("|   per group (seconds, score): " + ", ".join(f"{g.name} {g.seconds:.0f} s {g.score:.4g}" for g in full.groups) + " | | |")
-    keys = list(full.scores)
     for m in ("taylor", "rewind", "noise", "worst"):
         r = compute_mrs(model, adv.x_adv, adv.y, method=m, groups=groups)
-        rho = spearmanr([r.scores[k] for k in keys], [full.scores[k] for k in keys]).statistic
-        row(f"`{m}`", r.seconds, f"Spearman with the full metric {rho:.2f}")
+        row(f"`{m}`", r.seconds, f"Spearman with the full metric {rho(r, full):.2f}")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "state_dict changed"
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
 
