@@ -15,190 +15,225 @@ from typing import Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .mrs import MRSReport, dependency_graph, resolve_ignored, ROOT_TYPES
+from .attacks import restore_modes
+
+from .groups import ModelGroups, count_cost, kept_channels, torch_pruning_ratio
+from .mrs import MRSReport
 
 # %% auto #0
-__all__ = ['RULES', 'kept_channels', 'torch_pruning_ratio', 'CostModel', 'Allocation', 'rule_weights', 'allocate',
-           'pruning_ratio_dict']
+__all__ = ['RULES', 'CostModel', 'Allocation', 'rule_weights', 'allocate', 'pruning_ratio_dict']
 
-# %% ../nbs/04_allocation.ipynb #3cf16f6f
+# %% ../nbs/04_allocation.ipynb #d32a34f1
+def _counter_types() -> dict:
+    "Module types torch-pruning's counter counts MACs for (matched exactly, as it matches them)."
+    from torch_pruning.utils.op_counter import MODULES_MAPPING
+    return MODULES_MAPPING
+
 def _norm_types() -> tuple:
     return (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
-def kept_channels(C: int, r: float) -> int:
-    "Channels torch-pruning keeps of `C` at ratio `r`: `int(C·(1−r))`, read exactly when `C·r` is a whole number."
-    if r <= 0: return C
-    removed = C * r
-    if abs(removed - round(removed)) < 1e-6: return C - int(round(removed))
-    return int(C * (1 - r))
-
-def torch_pruning_ratio(C: int, r: float) -> float:
-    "A ratio that makes torch-pruning's `int(C·(1−r))` keep exactly `kept_channels(C, r)` channels, free of float error."
-    k = kept_channels(C, r)
-    if k >= C: return 0.0
-    safe = 1 - (k + 0.5) / C
-    assert int(C * (1 - safe)) == k
-    return safe
+_ACTIVATIONS = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)
+_POOLS = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+          nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample)
 
 @dataclass
 class _Layer:
     name: str
-    kind: str  # conv, linear, norm or other
+    kind: str  # conv, linear, norm, param (a bare parameter) or other
     out0: int  # original output size
     in0: int  # original input size
     fixed: int  # parameters that do not scale with channels
     per_io: float  # parameters per (out x in) unit (conv: k*k / groups; linear: 1)
-    per_out: float  # parameters per output channel (biases, norm affine)
+    per_out: float  # parameters per output channel (biases, norm affine, a bare parameter's slice)
     positions: int  # output spatial positions (MACs per parameter of the weight)
     depthwise: bool = False
+    mac_factor: float = 0.0  # MACs per output element of a norm as the counter counts them (0: not counted)
+    counted: bool = True  # torch-pruning's counter counts this layer's MACs
 
-# %% ../nbs/04_allocation.ipynb #95eb9b11
+
+# %% ../nbs/04_allocation.ipynb #b8a8d184
 class CostModel:
-    "Exact parameter and MAC counts of the network that given per-group pruning ratios produce (torch-pruning's rounding)."
+    "Parameter and MAC counts of the network that given per-group pruning ratios produce, as torch-pruning counts them."
 
     def __init__(self,
                  model: nn.Module,  # the unpruned network
-                 example_inputs: torch.Tensor | None = None,  # one input batch; default zeros of `model.arch_config['input_shape']`
+                 example_inputs: torch.Tensor | None = None,  # one input batch; default zeros of the recorded input shape
                  ignored_layers: Iterable[nn.Module | str] | None = None,  # layers to leave whole besides the head
                  round_to: int | None = None,  # keep channel counts multiples of this (as torch-pruning's `round_to`)
                  min_channels: int = 1,  # every group keeps at least this many channels
+                 groups: ModelGroups | None = None,  # a group walk of `model` to reuse
                 ):
-        if example_inputs is None:
-            shape = getattr(model, "arch_config", {}).get("input_shape")
-            if shape is None: raise ValueError("Pass example_inputs: the model has no recorded input shape.")
-            example_inputs = torch.zeros(1, *shape, device=next(model.parameters()).device)
         if round_to is not None and round_to < 1: raise ValueError(f"round_to must be >= 1, got {round_to}.")
         if min_channels < 1: raise ValueError(f"min_channels must be >= 1, got {min_channels}.")
-        self.round_to, self.min_channels = round_to, int(min_channels)
-        DG = dependency_graph(model, example_inputs)
-        # as MetaPruner does: an ignored module ignores all its sub-modules, and a group touching one is not pruned
-        ignored = resolve_ignored(model, ignored_layers)
-        names = {id(m): n for n, m in model.named_modules()}
-        positions = self._positions(model, example_inputs)
+        self.mg = groups if groups is not None else ModelGroups(model, example_inputs, ignored_layers, round_to)
+        self.round_to, self.min_channels = self.mg.round_to, int(min_channels)
+        x = self.mg.example_inputs
         self.layers: dict[str, _Layer] = {}
+        positions, self.calls, fixed_macs = self._profile(model, x)
+        counted = _counter_types()
         for n, m in model.named_modules():
-            own = sum(p.numel() for p in m.parameters(recurse=False))
-            if own == 0: continue
-            self.layers[n] = self._describe(n, m, own, positions.get(n, 1))
+            own = dict(m.named_parameters(recurse=False))
+            if not own: continue
+            kind = self._kind(m)
+            if kind == "other":  # each parameter on its own: a bare one may belong to a group (layer scale)
+                for k, p in own.items():
+                    pn = f"{n}.{k}" if n else k
+                    big = [d for d in p.shape if d > 1]  # torch-pruning prunes a bare parameter's last non-singleton dim
+                    c = big[-1] if big else 1
+                    self.layers[pn] = _Layer(pn, "param", c, 1, 0, 0.0, p.numel() / c, 1, counted=False)
+                continue
+            self.layers[n] = self._describe(n, m, kind, positions.get(n, 1), type(m) in counted)
         self.total_params = sum(p.numel() for p in model.parameters())
-        self.groups: list[str] = []
-        self.channels: dict[str, int] = {}
+        self.groups = self.mg.names
+        self.channels = self.mg.channels
+        self.channel_groups = self.mg.channel_groups
         # touches[group] = list of (layer name, 'out' | 'in', indices removed per root channel)
-        self.touches: dict[str, list[tuple[str, str, float]]] = {}
-        for group in DG.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES):
-            root = group[0].dep.target.module
-            gname, C = names[id(root)], int(DG.get_out_channels(root))
-            items = []
-            for it in group:
-                mod = it.dep.target.module
-                if id(mod) not in names or names[id(mod)] not in self.layers: continue
-                side = "out" if DG.is_out_channel_pruning_fn(it.dep.handler) else "in"
-                items.append((names[id(mod)], side, len(it.idxs) / C))
-            self.groups.append(gname)
-            self.channels[gname] = C
-            self.touches[gname] = items
-        if not self.groups: raise ValueError("torch-pruning finds no prunable group in this model.")
-        order = {n: i for i, n in enumerate(names.values())}
-        self.groups.sort(key=lambda g: order.get(g, len(order)))
+        self.touches = {g: [(m.name, m.side, m.per_channel) for m in self.mg.members[g] if m.name in self.layers]
+                        for g in self.groups}
+        self.fixed_macs_other = fixed_macs
+        self._params_outside = 0.0
+        self._params_outside = self.total_params - self.count({})["params"]  # parameters shared or held elsewhere
+        self.counted = count_cost(model, x)  # torch-pruning's own count of the dense network
         self.dense = self.count({})
+        self.exact_dense = (int(round(self.dense["params"])), int(round(self.dense["macs"]))) == (self.counted["params"], self.counted["macs"])
         self.fixed_params = self.total_params - self.dense_prunable("params")
         self.fixed_macs = self.dense["macs"] - self.dense_prunable("macs")
 
-    @staticmethod
-    def _positions(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
-        from robust_prune.attacks import restore_modes
-        out, hooks = {}, []
-        for n, m in model.named_modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear) + _norm_types()):
-                def hook(mod, inp, o, n=n):
-                    # one image goes in; models that fold patches into the batch (MobileViT) still count every position
-                    channels_last = isinstance(mod, (nn.Linear, nn.LayerNorm))
-                    out[n] = o.numel() // (o.shape[-1] if channels_last else o.shape[1])
-                hooks.append(m.register_forward_hook(hook))
-        try:
-            with restore_modes(model), torch.no_grad():
-                model.eval()
-                model(x[:1])
-        finally:
-            for h in hooks: h.remove()
-        return out
 
-    @staticmethod
-    def _describe(n: str, m: nn.Module, own: int, positions: int) -> _Layer:
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            k = math.prod(m.kernel_size)
-            dw = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-            per_io = k if dw else k / m.groups
-            bias = 1 if m.bias is not None else 0
-            return _Layer(n, "conv", m.out_channels, m.in_channels, 0, per_io, bias, positions, dw)
-        if isinstance(m, nn.Linear):
-            return _Layer(n, "linear", m.out_features, m.in_features, 0, 1.0, 1 if m.bias is not None else 0, positions)
-        if isinstance(m, _norm_types()):
-            c = m.num_features if hasattr(m, "num_features") else (m.normalized_shape[-1] if hasattr(m, "normalized_shape") else m.num_channels)
-            return _Layer(n, "norm", c, c, 0, 0.0, own / c, positions)
-        return _Layer(n, "other", 1, 1, own, 0.0, 0.0, positions)
+# %% ../nbs/04_allocation.ipynb #1fd870a1
+def _kind(m: nn.Module) -> str:
+    if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, nn.modules.conv._ConvTransposeNd): return "conv"
+    if isinstance(m, nn.Linear): return "linear"
+    if isinstance(m, _norm_types()): return "norm"
+    return "other"
 
-    def kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
-        "Channels each group keeps for `ratios` ({group: ratio}; missing groups keep all), rounded as torch-pruning does."
-        out = {}
-        for g in self.groups:
-            C, r = self.channels[g], float(ratios.get(g, 0.0))
-            k = kept_channels(C, r)
-            if self.round_to and k < C: k = k - k % self.round_to
-            out[g] = max(k, 0)
-        return out
+def _describe(n: str, m: nn.Module, kind: str, positions: int, counted: bool) -> _Layer:
+    own = sum(p.numel() for p in m.parameters(recurse=False))
+    if kind == "conv":
+        k = math.prod(m.kernel_size)
+        dw = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+        per_io = k if dw else k / m.groups
+        return _Layer(n, "conv", m.out_channels, m.in_channels, 0, per_io, 1 if m.bias is not None else 0, positions, dw, counted=counted)
+    if kind == "linear":
+        return _Layer(n, "linear", m.out_features, m.in_features, 0, 1.0, 1 if m.bias is not None else 0, positions, counted=counted)
+    c = m.num_features if hasattr(m, "num_features") else (m.normalized_shape[-1] if hasattr(m, "normalized_shape") else m.num_channels)
+    affine = bool(getattr(m, "affine", getattr(m, "elementwise_affine", True)))
+    return _Layer(n, "norm", c, c, 0, 0.0, own / c, positions, mac_factor=(2.0 if affine else 1.0) if counted else 0.0, counted=counted)
 
-    def count(self, ratios: Mapping[str, float], kept: Mapping[str, int] | None = None) -> dict[str, float]:
-        "Predicted `{'params': ..., 'macs': ...}` of the network pruned with `ratios` (or explicit `kept` channels)."
-        kept = self.kept(ratios) if kept is None else kept
-        removed = {n: {"out": 0.0, "in": 0.0} for n in self.layers}
-        for g in self.groups:
-            k = self.channels[g] - kept[g]
-            if k <= 0: continue
-            for layer, side, per in self.touches[g]: removed[layer][side] += k * per
-        params = macs = 0.0
-        for n, L in self.layers.items():
-            o = L.out0 - removed[n]["out"]
-            if L.kind == "conv" and L.depthwise: i = 1.0
-            else: i = L.in0 - removed[n]["in"]
-            # MACs as torch-pruning's counter counts them: conv incl. bias per position, linear bias once, norm 2 per element
-            if L.kind == "norm": p, mac = L.per_out * o, 2 * o * L.positions
-            elif L.kind == "other": p, mac = L.fixed, 0.0
-            else:
-                w = L.per_io * o * i
-                p = w + L.per_out * o
-                mac = (w + L.per_out * o) * L.positions if L.kind == "conv" else w * L.positions + L.per_out * o
-            params += p
-            macs += mac
-        return dict(params=params + (self.total_params - sum(self._dense_layer_params())), macs=macs)
+def _profile(model: nn.Module, x: torch.Tensor):
+    "One forward pass: output positions of every layer, each call of an activation or pooling layer with the layer that produced its input, and the MACs of every other counted layer (fixed)."
+    out, calls, hooks, producer, recent = {}, [], [], {}, []
+    counted = _counter_types()
+    modeled = (nn.modules.conv._ConvNd, nn.Linear) + _norm_types()
+    for n, m in model.named_modules():
+        if isinstance(m, modeled):
+            def hook(mod, inp, o, n=n):
+                channels_last = isinstance(mod, (nn.Linear, nn.LayerNorm))
+                out[n] = o.numel() // (o.shape[-1] if channels_last else o.shape[1])
+                producer[id(o)] = (n, o)
+                recent.append((n, o.shape[-1] if channels_last else o.shape[1]))
+            hooks.append(m.register_forward_hook(hook))
+        elif type(m) in counted and isinstance(m, _ACTIVATIONS + _POOLS):
+            def hook(mod, inp, o, n=n):
+                src = producer.get(id(inp[0]), (None,))[0]
+                if src is None:  # made by a function (a residual sum): the last layer with as many channels made it
+                    src = next((r for r, c in reversed(recent) if c == inp[0].shape[1]), None)
+                macs = inp[0].numel() if not isinstance(mod, _ACTIVATIONS + (nn.Upsample,)) else o.numel()
+                calls.append((n, src, macs))
+                producer[id(o)] = (src, o)
+            hooks.append(m.register_forward_hook(hook))
+    import torch_pruning as tp
+    try:
+        with restore_modes(model), torch.no_grad():
+            model.eval()
+            model(x[:1])
+    finally:
+        for h in hooks: h.remove()
+    with restore_modes(model), torch.no_grad():
+        model.eval()
+        _, _, flops, _ = tp.utils.count_ops_and_params(model, x[:1], layer_wise=True)
+    fixed = 0
+    for m, f in flops.items():
+        leaf = next(m.children(), None) is None
+        if f and leaf and type(m) in counted and not isinstance(m, modeled + _ACTIVATIONS + _POOLS): fixed += f  # attention and the like: never pruned
+    return out, calls, fixed
 
-    def _dense_layer_params(self):
-        for n, L in self.layers.items():
-            if L.kind == "norm": yield L.per_out * L.out0
-            elif L.kind == "other": yield L.fixed
-            else: yield L.per_io * L.out0 * (1 if L.depthwise else L.in0) + L.per_out * L.out0
+CostModel._kind, CostModel._describe, CostModel._profile = staticmethod(_kind), staticmethod(_describe), staticmethod(_profile)
 
-    def dense_prunable(self, of: str = "params") -> float:
-        "Dense count of what pruning can remove: the count minus what stays whatever the ratios."
-        dense = self.count({})[of]
-        floor = self.count({}, kept={g: 0 for g in self.groups})[of]
-        return dense - floor
 
-    def removed_fraction(self, ratios: Mapping[str, float], of: str = "params") -> float:
-        "Share of the prunable parameters (or MACs) that `ratios` remove."
-        return (self.dense[of] - self.count(ratios)[of]) / self.dense_prunable(of)
+# %% ../nbs/04_allocation.ipynb #64eb0647
+def _kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
+    "Channels each group keeps for `ratios` ({group: ratio}; missing groups keep all), rounded as torch-pruning rounds them."
+    return self.mg.kept(ratios)
 
-    def group_cost(self, of: str = "params") -> dict[str, float]:
-        "Per group: what removing all its channels (the others dense) would remove; the p_i of the rules."
-        return {g: self.dense[of] - self.count({}, kept={h: (0 if h == g else self.channels[h]) for h in self.groups})[of]
-                for g in self.groups}
+def _achievable(self, g: str, k: int) -> bool:
+    "Whether torch-pruning can leave group `g` with exactly `k` channels."
+    C = self.channels[g]
+    return 0 < k <= C and kept_channels(C, (C - k) / C, self.channel_groups[g], self.round_to) == k
 
-    def max_ratio(self, g: str, r_max: float) -> float:
-        "The largest ratio ≤ `r_max` that leaves group `g` at least `min_channels` channels."
-        C = self.channels[g]
-        keep = max(self.min_channels, C - math.floor(C * r_max + 1e-9))
-        if keep >= C: return 0.0
-        return (C - keep) / C
+def _next_kept(self, g: str, k: int, direction: int) -> int | None:
+    "The next channel count torch-pruning can keep in group `g`, one step fewer (`direction` 1) or more (-1) than `k`."
+    k2 = k - direction
+    while 0 < k2 <= self.channels[g]:
+        if self.achievable(g, k2): return k2
+        k2 -= direction
+    return None
+
+def _count(self, ratios: Mapping[str, float], kept: Mapping[str, int] | None = None) -> dict[str, float]:
+    "Predicted `{'params': ..., 'macs': ...}` of the network pruned with `ratios` (or explicit `kept` channels)."
+    kept = self.kept(ratios) if kept is None else kept
+    removed = {n: {"out": 0.0, "in": 0.0} for n in self.layers}
+    for g in self.groups:
+        k = self.channels[g] - kept[g]
+        if k <= 0: continue
+        for layer, side, per in self.touches[g]: removed[layer][side] += k * per
+    params = macs = 0.0
+    frac = {}
+    for n, L in self.layers.items():
+        o = L.out0 - removed[n]["out"]
+        frac[n] = o / L.out0 if L.out0 else 1.0
+        i = 1.0 if (L.kind == "conv" and L.depthwise) else L.in0 - removed[n]["in"]
+        if L.kind == "norm": p, mac = L.per_out * o, L.mac_factor * o * L.positions
+        elif L.kind == "param": p, mac = L.per_out * o, 0.0
+        else:
+            w = L.per_io * o * i
+            p = w + L.per_out * o
+            # the counter: a convolution's bias per position, a linear layer's bias once
+            mac = (((w + L.per_out * o) * L.positions if L.kind == "conv" else w * L.positions + L.per_out * o)
+                   if L.counted else 0.0)
+        params += p
+        macs += mac
+    for n, src, m in self.calls: macs += m * frac.get(src, 1.0)  # activations and pooling follow their input's channels
+    return dict(params=params + self._params_outside, macs=macs + self.fixed_macs_other)
+
+def _dense_prunable(self, of: str = "params") -> float:
+    "Dense count of what pruning can remove: the count minus what stays whatever the ratios."
+    return self.count({})[of] - self.count({}, kept={g: 0 for g in self.groups})[of]
+
+def _removed_fraction(self, ratios: Mapping[str, float], of: str = "params") -> float:
+    "Share of the prunable parameters (or MACs) that `ratios` remove, predicted."
+    return (self.dense[of] - self.count(ratios)[of]) / self.dense_prunable(of)
+
+def _measure(self, ratios: Mapping[str, float]) -> dict[str, float]:
+    "`{'params', 'macs', 'params_removed', 'macs_removed'}` counted by torch-pruning after really pruning a weightless copy."
+    cost = self.mg.pruned_cost(ratios)
+    return dict(cost, **{f"{of}_removed": (self.counted[of] - cost[of]) / self.dense_prunable(of) for of in ("params", "macs")})
+
+def _group_cost(self, of: str = "params") -> dict[str, float]:
+    "Per group: what removing all its channels (the others dense) would remove; the p_i of the rules."
+    return {g: self.dense[of] - self.count({}, kept={h: (0 if h == g else self.channels[h]) for h in self.groups})[of]
+            for g in self.groups}
+
+def _max_ratio(self, g: str, r_max: float) -> float:
+    "The largest ratio ≤ `r_max` torch-pruning can realise that leaves group `g` at least `min_channels` channels."
+    C = self.channels[g]
+    keep = max(self.min_channels, C - math.floor(C * r_max + 1e-9))
+    while keep < C and not self.achievable(g, keep): keep += 1
+    return 0.0 if keep >= C else (C - keep) / C
+
+for _f in (_kept, _achievable, _next_kept, _count, _dense_prunable, _removed_fraction, _measure, _group_cost, _max_ratio):
+    setattr(CostModel, _f.__name__[1:], _f)
+
 
 # %% ../nbs/04_allocation.ipynb #8ebb53e1
 RULES = ("uniform", "param", "inverse", "per-param", "rank", "softmax")
@@ -371,9 +406,8 @@ def _solve(cm: CostModel, weights: dict[str, float], fixed: dict[str, float], ta
         best_move = None
         for g in free:
             C = cm.channels[g]
-            k = kept[g] - direction
-            if cm.round_to and k < C: k = k - (k % cm.round_to) if direction > 0 else k + (-k % cm.round_to)
-            if not (0 < k <= C): continue
+            k = cm.next_kept(g, kept[g], direction)
+            if k is None: continue
             ratio = (C - k) / C
             if ratio < lo_b[g] - 1e-12 or ratio > hi_b[g] + 1e-12: continue
             trial = {**r, g: ratio}
@@ -386,6 +420,21 @@ def _solve(cm: CostModel, weights: dict[str, float], fixed: dict[str, float], ta
     # report each ratio as the exact share of channels removed
     kept = cm.kept(r)
     return {g: (cm.channels[g] - kept[g]) / cm.channels[g] for g in cm.groups}
+
+# %% ../nbs/04_allocation.ipynb #21770bd1
+def _verify(cm: CostModel, solve, ratios: dict[str, float], target: float, of: str, tol: float):
+    "Count the allocation after a real prune of a weightless copy; where it misses, move the target the prediction aims at."
+    best, aim = None, target
+    for _ in range(6):
+        m = cm.measure(ratios)
+        got = m[f"{of}_removed"]
+        if best is None or abs(got - target) < abs(best[1] - target):
+            best = (ratios, got, m, cm.removed_fraction(ratios, of))
+        if abs(got - target) <= tol * max(target, 1e-12): break
+        aim += target - got
+        try: ratios = solve(aim)
+        except ValueError: break  # the corrected aim is out of the predicted reach: keep the best found
+    return best
 
 # %% ../nbs/04_allocation.ipynb #9b77b69e
 def allocate(
@@ -405,6 +454,7 @@ def allocate(
     round_to: int | None = None,  # channel rounding (as the pruning stage will use)
     tol: float = 0.005,  # relative tolerance on the target
     cost_model: CostModel | None = None,  # reuse a CostModel (the widget does); built from the model otherwise
+    verify: bool = True,  # prune a weightless copy, count it with torch-pruning, and correct the target until the count meets it
 ) -> Allocation:
     "Per-group pruning ratios by `rule` that remove `target` of the prunable parameters (or MACs) as torch-pruning will count them."
     if not (isinstance(target, (int, float)) and 0 <= target < 1):
@@ -424,28 +474,30 @@ def allocate(
     weights = rule_weights(rule, [g for g in cm.groups if g not in locked], scores, costs, gamma, temperature)
     lo_b = {g: min(r_min, cm.max_ratio(g, r_max)) for g in cm.groups}
     hi_b = {g: cm.max_ratio(g, r_max) for g in cm.groups}
-    ratios = _solve(cm, weights, locked, target, target_of, lo_b, hi_b, tol)
-    for g, v in locked.items(): ratios[g] = v
+    def solve(t: float) -> dict[str, float]:
+        return {**_solve(cm, weights, locked, t, target_of, lo_b, hi_b, tol), **locked}
+    ratios = solve(target)
     achieved = cm.removed_fraction(ratios, target_of)
+    meta = {}
+    if verify:
+        ratios, achieved, measured, predicted = _verify(cm, solve, ratios, target, target_of, tol)
+        meta.update(verified=True, predicted=predicted, params_after=measured["params"], macs_after=measured["macs"])
     if abs(achieved - target) > tol * max(target, 1e-12):
         warnings.warn(f"Allocation reaches {achieved:.4f} of {target_of} for a target of {target:.4f} "
-                      f"(channel granularity); tolerance was {tol:.1%}.")
-    meta = {}
+                      f"({'as torch-pruning counts it' if verify else 'predicted'}; channel granularity); tolerance was {tol:.1%}.")
     if isinstance(report, MRSReport): meta["score_method"] = report.method
     return Allocation(ratios=ratios, rule=str(rule).lower().replace("_", "-"), target=float(target), target_of=target_of,
                       r_min=r_min, r_max=r_max, min_channels=min_channels, gamma=gamma, temperature=temperature,
                       locked=sorted(locked), scores=scores, achieved=achieved, round_to=round_to, meta=meta)
 
 # %% ../nbs/04_allocation.ipynb #fc52384b
-def pruning_ratio_dict(allocation: Allocation, model: nn.Module, channels: Mapping[str, int] | None = None) -> dict[nn.Module, float]:
+def pruning_ratio_dict(
+    allocation: Allocation,  # the ratios
+    model: nn.Module,  # the (unpruned) network they are for
+    groups: ModelGroups | None = None,  # its group walk, if at hand (else traced from the recorded input shape)
+) -> dict[nn.Module, float]:
     "torch-pruning's `pruning_ratio_dict` {root module: ratio} for `allocation` (groups at ratio 0 left out)."
     mods = dict(model.named_modules())
     missing = [g for g in allocation.ratios if g not in mods]
     if missing: raise ValueError(f"The allocation names layer(s) the model does not have: {', '.join(missing)}.")
-    out = {}
-    for g, r in allocation.ratios.items():
-        if r <= 0: continue
-        m = mods[g]
-        C = channels[g] if channels is not None else (m.out_channels if hasattr(m, "out_channels") else m.out_features)
-        out[m] = torch_pruning_ratio(C, r)
-    return out
+    return (groups if groups is not None else ModelGroups(model, round_to=allocation.round_to)).ratio_dict(allocation.ratios, model)

@@ -19,7 +19,8 @@ from .data import DatasetInfo, dataset_info
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'CHECKPOINT_FORMAT', 'Normalize', 'BasicBlock', 'Bottleneck', 'ResNet', 'VGG', 'TimmClassifier',
-           'create_model', 'unprunable_layers', 'atomic_save', 'save_checkpoint', 'read_checkpoint', 'rebuild',
+           'Classifier', 'register_architecture', 'create_model', 'input_shape_of', 'record_input_shape',
+           'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint', 'read_checkpoint', 'rebuild',
            'load_checkpoint']
 
 # %% ../nbs/01_models.ipynb #2c9d0d6f
@@ -176,6 +177,81 @@ class TimmClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
 
+# %% ../nbs/01_models.ipynb #475291d4
+class Classifier(nn.Module):
+    "Any classifier behind a `Normalize` layer (images in [0, 1]), its input channels repeated if it wants more."
+    def __init__(self,
+                 net: nn.Module,  # the classifier
+                 mean: Sequence[float],  # normalisation mean, one per data channel
+                 std: Sequence[float],  # normalisation std, one per data channel
+                 repeat: int = 1,  # repeat the (normalised) input channels this many times (1-channel data, 3-channel net)
+                ):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net, self.repeat = net, int(repeat)
+
+    @property
+    def head(self) -> nn.Module | None:
+        "The classifier layer (never pruned): timm's `get_classifier()`, else the last linear layer."
+        get = getattr(self.net, "get_classifier", None)
+        head = get() if callable(get) else None
+        if isinstance(head, nn.Module) and any(True for _ in head.parameters()): return head
+        linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+        return linears[-1] if linears else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        return self.net(x.repeat(1, self.repeat, 1, 1) if self.repeat > 1 else x)
+
+# %% ../nbs/01_models.ipynb #f866fe21
+def _constructor(spec: str, allow_import: bool = True) -> Callable[..., nn.Module]:
+    "The function `fn(num_classes, in_channels, size, **kwargs)` behind `torchvision:NAME`, `timm:NAME` or `module:function`."
+    if spec in ARCHITECTURES: return ARCHITECTURES[spec]
+    src, _, name = str(spec).partition(":")
+    if not src or not name: raise ValueError(f"An architecture spec is `torchvision:NAME`, `timm:NAME` or `module:function`; got {spec!r}.")
+    if src == "torchvision":
+        import torchvision
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"torchvision has no classification model {name!r}.")
+        return lambda num_classes, in_channels=3, size=None, **kw: torchvision.models.get_model(name, num_classes=num_classes, **kw)
+    if src == "timm":
+        import timm
+        if not timm.is_model(name): raise ValueError(f"timm has no model {name!r}.")
+        def build(num_classes, in_channels=3, size=None, **kw):
+            try: return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, img_size=size, **kw)
+            except TypeError: return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kw)
+        return build
+    if not allow_import:
+        raise ValueError(f"The architecture {spec!r} is a function to import and call: pass allow_import=True if you trust "
+                         "where it comes from, or register it first with register_architecture.")
+    import importlib
+    try: fn = getattr(importlib.import_module(src), name)
+    except (ImportError, AttributeError) as e: raise ValueError(f"Cannot find {spec!r}: {e}.") from None
+    if not callable(fn): raise ValueError(f"{spec!r} is not a function.")
+    return lambda num_classes, in_channels=3, size=None, **kw: fn(num_classes=num_classes, **kw)
+
+def register_architecture(
+    name: str,  # the name checkpoints will record, e.g. 'mypackage.nets:make_net'
+    fn: Callable[..., nn.Module],  # builds the network from `num_classes` (and keyword arguments)
+) -> None:
+    "Make `name` a known architecture: `create_model(name)` and loading a checkpoint of it call `fn`, importing nothing."
+    ARCHITECTURES[str(name)] = lambda num_classes, in_channels=3, size=None, **kw: fn(num_classes=num_classes, **kw)
+    _FOREIGN.add(str(name))
+
+_FOREIGN: set[str] = set()
+
+def _is_foreign(arch: str) -> bool: return ":" in str(arch) or str(arch) in _FOREIGN
+
+def _build_foreign(arch: str, cfg: dict, allow_import: bool = True) -> nn.Module:
+    "A foreign classifier from its recorded config, wrapped in `Classifier` when it normalises its own input."
+    fn = _constructor(arch, allow_import)
+    net = fn(int(cfg["num_classes"]), int(cfg.get("in_channels", 3)), cfg.get("size"), **dict(cfg.get("kwargs") or {}))
+    if cfg.get("mean") is None: return net
+    first = next((m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    wants = first.in_channels if first is not None else len(cfg["mean"])
+    repeat = wants // len(cfg["mean"]) if wants != len(cfg["mean"]) and wants % len(cfg["mean"]) == 0 else 1
+    return Classifier(net, cfg["mean"], cfg["std"], repeat)
+
 # %% ../nbs/01_models.ipynb #161879b1
 def _resnet18(**kw) -> nn.Module: return ResNet(BasicBlock, (2, 2, 2, 2), **kw)
 def _resnet50(**kw) -> nn.Module: return ResNet(Bottleneck, (3, 4, 6, 3), **kw)
@@ -191,33 +267,83 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 
 # %% ../nbs/01_models.ipynb #8024a371
 def _arch_key(arch: str) -> str:
+    if _is_foreign(arch): return str(arch)
     key = str(arch).lower().replace("-", "_")
     if key == "vgg16": key = "vgg16_bn"
     if key not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}.")
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}, "
+                         "or torchvision:NAME, timm:NAME, module:function.")
     return key
 
 def create_model(
-    arch: str = "digits_resnet",  # resnet18, resnet50, vgg16_bn, mobilevit_xs or digits_resnet
+    arch: str = "digits_resnet",  # resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet, or torchvision:NAME, timm:NAME, module:function
     info: DatasetInfo | str | None = None,  # the data (a `DatasetInfo` or a data set name); default digits
     num_classes: int | None = None,  # override the number of classes of `info`
     seed: int | None = None,  # seed of the weight initialisation (None: current RNG state)
+    size: int | None = None,  # input side length in pixels (default: the data set's)
     **kwargs,  # further architecture arguments, e.g. `width=32` for digits_resnet
 ) -> nn.Module:
     "Build architecture `arch` for the data `info`, with normalisation inside; `model.arch_config` records how."
     key = _arch_key(arch)
     info = dataset_info(info or "digits") if not isinstance(info, DatasetInfo) else info
     if num_classes is not None and num_classes < 2: raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
-    config = dict(num_classes=int(num_classes or info.num_classes), in_channels=info.channels,
-                  mean=list(info.mean), std=list(info.std), **kwargs)
+    if size is not None and (int(size) != size or size < 1): raise ValueError(f"size must be a whole number of pixels >= 1, got {size!r}.")
+    shape = [info.channels, int(size or info.size), int(size or info.size)]
+    if _is_foreign(key):
+        config = dict(num_classes=int(num_classes or info.num_classes), in_channels=info.channels, mean=list(info.mean),
+                      std=list(info.std), size=shape[-1], kwargs=dict(kwargs))
+        build = lambda: _build_foreign(key, config)
+    else:
+        config = dict(num_classes=int(num_classes or info.num_classes), in_channels=info.channels,
+                      mean=list(info.mean), std=list(info.std), **kwargs)
+        build = lambda: ARCHITECTURES[key](**config)
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = ARCHITECTURES[key](**config)
+            model = build()
     else:
-        model = ARCHITECTURES[key](**config)
-    model.arch_config = dict(arch=key, input_shape=list(info.input_shape), **config)
+        model = build()
+    model.arch_config = dict(arch=key, input_shape=shape, **config)
     return model
+
+
+# %% ../nbs/01_models.ipynb #f0a25d27
+def input_shape_of(
+    model: nn.Module,  # the network
+    input_shape: Sequence[int] | None = None,  # (C, H, W) to use instead of the recorded one
+) -> tuple[int, ...]:
+    "The (C, H, W) a model takes: `input_shape` if given, else the one recorded on the model."
+    if input_shape is not None: return tuple(int(s) for s in input_shape)
+    cfg = getattr(model, "arch_config", None)
+    if isinstance(cfg, dict) and cfg.get("input_shape"): return tuple(int(s) for s in cfg["input_shape"])
+    raise ValueError("The model has no recorded input shape: pass example inputs (or input_shape=(C, H, W)) once; "
+                     "later calls reuse it.")
+
+def record_input_shape(
+    model: nn.Module,  # the network
+    shape: Sequence[int],  # the (C, H, W) it takes
+) -> tuple[int, ...]:
+    "Record the shape `model` takes (in `model.arch_config`) unless one is recorded already; returns the recorded one."
+    cfg = getattr(model, "arch_config", None)
+    if not isinstance(cfg, dict):
+        cfg = {}
+        model.arch_config = cfg
+    cfg.setdefault("input_shape", [int(s) for s in shape])
+    return tuple(cfg["input_shape"])
+
+def example_input(
+    model: nn.Module,  # the network
+    example_inputs: torch.Tensor | None = None,  # a batch of inputs; its shape is recorded on the model
+) -> torch.Tensor:
+    "A batch to trace `model` with: `example_inputs` (on the model's device), else zeros of the recorded shape."
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if example_inputs is not None:
+        if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
+            raise ValueError(f"example_inputs must be a batch tensor of shape (N, C, H, W), got {type(example_inputs).__name__}"
+                             f"{' of shape ' + str(tuple(example_inputs.shape)) if isinstance(example_inputs, torch.Tensor) else ''}.")
+        record_input_shape(model, example_inputs.shape[1:])
+        return example_inputs.to(device)
+    return torch.zeros(1, *input_shape_of(model), device=device)
 
 # %% ../nbs/01_models.ipynb #8675b8dd
 def unprunable_layers(model: nn.Module) -> list[nn.Module]:
@@ -256,21 +382,38 @@ def atomic_save(obj, path: str | Path) -> Path:
     return path
 
 # %% ../nbs/01_models.ipynb #bf6a9bb7
+def _num_outputs(model: nn.Module, shape: Sequence[int]) -> int:
+    was = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad():
+            model.eval()
+            dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+            return int(model(torch.zeros(1, *shape, device=dev)).shape[-1])
+    finally:
+        for m, t in was.items(): m.training = t
+
 def save_checkpoint(
-    model: nn.Module,  # a model from `create_model`, pruned or not
+    model: nn.Module,  # the network, pruned or not: from `create_model`, or any model with `arch=`
     path: str | Path,  # file to write (parent folders are created)
     pruning_history: list | None = None,  # torch-pruning history; default `model.pruning_history` if present
+    arch: str | None = None,  # how to rebuild the unpruned network when `create_model` did not build it: torchvision:NAME, timm:NAME or module:function
     **meta,  # JSON-like metadata to store beside the weights (epoch, accuracy, ...)
 ) -> Path:
     "Write `model` to `path` atomically, as plain data that `load_checkpoint` can rebuild it from."
-    config = getattr(model, "arch_config", None)
-    if not isinstance(config, dict) or "arch" not in config:
-        raise ValueError("save_checkpoint needs a model built by create_model (it has no `arch_config`); "
-                         "for other models save `model.state_dict()` with torch.save.")
+    config = dict(getattr(model, "arch_config", None) or {})
+    if "arch" not in config:
+        if arch is None:
+            raise ValueError("save_checkpoint needs to know how to rebuild the unpruned network: build it with create_model, "
+                             "or pass arch='torchvision:NAME', 'timm:NAME' or 'module:function' (a function taking num_classes).")
+        _constructor(arch)  # an unknown name fails here, before anything is written
+        shape = input_shape_of(model)
+        config = dict(arch=str(arch), input_shape=list(shape), num_classes=_num_outputs(model, shape), in_channels=shape[0],
+                      mean=None, std=None, size=shape[-1], kwargs={})
     history = pruning_history if pruning_history is not None else getattr(model, "pruning_history", [])
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_save(dict(format=CHECKPOINT_FORMAT, arch_config=config, pruning_history=[list(h) for h in history],
                             state_dict=state, meta=meta), path)
+
 
 # %% ../nbs/01_models.ipynb #9e7e2338
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -286,11 +429,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"'{path}' is not a robust-prune checkpoint (no `arch_config`/`state_dict`).")
     return ckpt
 
-def rebuild(arch_config: dict, pruning_history: list | None = None) -> nn.Module:
+def rebuild(
+    arch_config: dict,  # `model.arch_config` as a checkpoint stores it
+    pruning_history: list | None = None,  # torch-pruning history to re-apply
+    allow_import: bool = False,  # a `module:function` architecture may be imported and called
+) -> nn.Module:
     "A fresh model of `arch_config`, with `pruning_history` re-applied so its shapes match the pruned original."
     cfg = dict(arch_config)
     arch, shape = cfg.pop("arch"), cfg.pop("input_shape")
-    model = ARCHITECTURES[_arch_key(arch)](**cfg)
+    try:
+        if _is_foreign(arch): model = _build_foreign(arch, cfg, allow_import)
+        else: model = ARCHITECTURES[_arch_key(arch)](**cfg)
+    except TypeError as e:
+        raise ValueError(f"The architecture settings {sorted(cfg)} do not fit {arch!r}: {e}.") from None
     model.arch_config = dict(arch_config)
     if pruning_history:
         import torch_pruning as tp
@@ -302,10 +453,11 @@ def rebuild(arch_config: dict, pruning_history: list | None = None) -> nn.Module
 def load_checkpoint(
     path: str | Path,  # a file written by `save_checkpoint`
     map_location: str | torch.device = "cpu",  # device to load the weights onto
+    allow_import: bool = False,  # the file may name a `module:function` to import and call (only for files you trust)
 ) -> tuple[nn.Module, dict]:
     "Rebuild the (possibly pruned) model saved at `path`; returns `(model, meta)`."
     ckpt = read_checkpoint(path, map_location)
-    model = rebuild(ckpt["arch_config"], ckpt.get("pruning_history"))
+    model = rebuild(ckpt["arch_config"], ckpt.get("pruning_history"), allow_import)
     try: model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         msg = " ".join(line.strip() for line in str(e).splitlines()[1:3])

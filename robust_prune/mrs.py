@@ -17,118 +17,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .groups import PrunableGroup, prunable_groups, resolve_ignored
 from .attacks import check_batch, num_classes_of, restore_modes
 from .models import rebuild, unprunable_layers
 
 # %% auto #0
-__all__ = ['ROOT_TYPES', 'BATCH_MODES', 'SEARCHES', 'METHODS', 'PrunableGroup', 'resolve_ignored', 'dependency_graph',
-           'prunable_groups', 'initial_state', 'LossEvaluator', 'GroupScore', 'MRSReport', 'compute_mrs']
-
-# %% ../nbs/03_mrs.ipynb #8fe235aa
-ROOT_TYPES: tuple[type, ...] = (nn.Conv2d, nn.Linear)  # layer types whose output channels root a group
-
-@dataclass
-class PrunableGroup:
-    "One prunable unit: a torch-pruning dependency group (or one layer), named by its root layer."
-    name: str  # name of the group's root module (`group[0].dep.target.module`), the key for `pruning_ratio_dict`
-    layers: list[str]  # names of all modules with parameters whose channels are coupled in this group
-    params: int  # parameters of the tensors MRS perturbs (those in `tensors`)
-    channels: int  # prunable output channels of the root
-    tensors: dict[str, list[int]] = field(default_factory=dict)  # perturbed parameters: name in `named_parameters()` → shape
-
-    def to_dict(self) -> dict:
-        "JSON-safe dict."
-        return dict(name=self.name, layers=list(self.layers), params=int(self.params), channels=int(self.channels),
-                    tensors={k: list(v) for k, v in self.tensors.items()})
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PrunableGroup":
-        "Inverse of `to_dict`."
-        return cls(d["name"], list(d["layers"]), int(d["params"]), int(d["channels"]),
-                   {k: list(v) for k, v in d.get("tensors", {}).items()})
-
-# %% ../nbs/03_mrs.ipynb #21cee812
-def resolve_ignored(
-    model: nn.Module,  # the network
-    ignored_layers: Iterable[nn.Module | str] | None = None,  # extra layers to leave whole, as modules or names
-) -> list[nn.Module]:
-    "The modules to leave out of every group: `unprunable_layers(model)` plus `ignored_layers`, with all their submodules (as torch-pruning's pruners expand them)."
-    by_name = dict(model.named_modules())
-    ids = {id(m) for m in by_name.values()}
-    out = list(unprunable_layers(model))
-    for item in ignored_layers or []:
-        if isinstance(item, str):
-            if item not in by_name: raise ValueError(f"ignored_layers names {item!r}, which is not a module of the model.")
-            out.append(by_name[item])
-        elif isinstance(item, nn.Module):
-            if id(item) not in ids: raise ValueError(f"ignored_layers holds a {type(item).__name__} that is not part of the model.")
-            out.append(item)
-        else: raise ValueError(f"ignored_layers takes modules or module names, got {type(item).__name__}.")
-    # a group touching any submodule of an ignored module (e.g. the qkv projection of an attention block) is left whole
-    return list({id(s): s for m in out for s in m.modules()}.values())
-
-def dependency_graph(
-    model: nn.Module,  # the network to trace
-    example_inputs: torch.Tensor,  # one input batch of the right shape (one image is enough)
-):
-    "torch-pruning's `DependencyGraph` of `model`, traced in eval mode (modes and weights are left as they were)."
-    import torch_pruning as tp
-    with restore_modes(model):
-        model.eval()
-        try: return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
-        except Exception as e:
-            msg = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ValueError(f"torch-pruning cannot trace this model on inputs of shape {tuple(example_inputs.shape)} "
-                             f"({type(e).__name__}: {msg}).") from None
+__all__ = ['BATCH_MODES', 'SEARCHES', 'METHODS', 'initial_state', 'LossEvaluator', 'GroupScore', 'MRSReport', 'compute_mrs']
 
 # %% ../nbs/03_mrs.ipynb #fe9ccd77
-def _module_tensors(mod, names: dict, pnames: dict) -> dict[str, list[int]]:
-    "Parameters held directly by `mod` (a module or a bare parameter), by full name."
-    if isinstance(mod, nn.Parameter):
-        n = pnames.get(id(mod))
-        return {n: list(mod.shape)} if n is not None else {}
-    prefix = names.get(id(mod))
-    if prefix is None: return {}
-    return {(f"{prefix}.{k}" if prefix else k): list(p.shape) for k, p in mod.named_parameters(recurse=False)}
-
-def _dedupe(items: Iterable[str]) -> list[str]: return list(dict.fromkeys(items))
-
-def prunable_groups(
-    model: nn.Module,  # the network
-    example_inputs: torch.Tensor,  # one input batch of the right shape, e.g. `x_adv[:1]`
-    ignored_layers: Iterable[nn.Module | str] | None = None,  # layers to leave whole besides the head (modules or names)
-    per_layer: bool = False,  # one unit per convolution / linear layer instead of per dependency group
-) -> list[PrunableGroup]:
-    "The prunable units of `model` in module order: torch-pruning dependency groups (default) or single layers."
-    DG = dependency_graph(model, example_inputs)
-    ignored = resolve_ignored(model, ignored_layers)
-    names = {id(m): n for n, m in model.named_modules()}
-    pnames = {id(p): n for n, p in model.named_parameters()}
-    order = {n: i for i, n in enumerate(names.values())}
-    units = []
-    for group in DG.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES):
-        root = group[0].dep.target.module
-        outs = [it.dep.target.module for it in group if DG.is_out_channel_pruning_fn(it.dep.handler)]
-        coupled = _dedupe(names[id(it.dep.target.module)] for it in group
-                          if _module_tensors(it.dep.target.module, names, pnames))
-        if not per_layer:
-            tensors: dict[str, list[int]] = {}
-            for m in outs: tensors.update(_module_tensors(m, names, pnames))
-            units.append(PrunableGroup(names[id(root)], coupled, sum(math.prod(s) for s in tensors.values()),
-                                       int(DG.get_out_channels(root)), tensors))
-            continue
-        out_ids = {id(m) for m in outs}
-        for m in outs:
-            if not isinstance(m, ROOT_TYPES): continue
-            # the norm layers fed directly by this layer belong to it
-            follow = [o.module for o in DG.module2node[m].outputs
-                      if id(o.module) in out_ids and not isinstance(o.module, ROOT_TYPES)]
-            tensors = _module_tensors(m, names, pnames)
-            for f in follow: tensors.update(_module_tensors(f, names, pnames))
-            units.append(PrunableGroup(names[id(m)], _dedupe([names[id(m)]] + [names[id(f)] for f in follow if id(f) in names]),
-                                       sum(math.prod(s) for s in tensors.values()), int(DG.get_out_channels(m)), tensors))
-    if not units: raise ValueError("torch-pruning finds no prunable group in this model (every layer is ignored or coupled to an ignored one).")
-    return sorted(units, key=lambda u: order.get(u.name, len(order)))
+def _dedupe(items: Iterable) -> list: return list(dict.fromkeys(items))
 
 # %% ../nbs/03_mrs.ipynb #06c2f18a
 def initial_state(

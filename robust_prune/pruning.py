@@ -15,10 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .allocation import Allocation, CostModel, pruning_ratio_dict
+from .allocation import Allocation, CostModel
 from .attacks import AdversarialBatch, AttackSpec, check_batch, perturb, restore_modes, num_classes_of
 from .models import unprunable_layers
-from .mrs import resolve_ignored
+from .groups import ModelGroups, count_cost, torch_pruning_errors
 
 # %% auto #0
 __all__ = ['CRITERIA', 'GRADIENT_CRITERIA', 'criterion_name', 'importance', 'accumulate_gradients', 'PruneReport', 'prune']
@@ -161,7 +161,7 @@ def prune(
     model: nn.Module,  # network to prune, in place (deep-copy it first to keep the original)
     allocation: Allocation | Mapping[str, float] | float,  # an Allocation, {group: ratio}, or one ratio for every group
     criterion: str = "l2",  # random, l1, l2, lamp, taylor or hessian
-    example_inputs: torch.Tensor | None = None,  # one input batch; default zeros of the recorded input shape
+    example_inputs: torch.Tensor | None = None,  # one input batch; default zeros of the recorded input shape (recorded on first use)
     grad_data=None,  # for taylor/hessian: AdversarialBatch, (x, y), or a loader
     grad_attack: AttackSpec | str = "none",  # attack applied to loader batches before taking gradients
     grad_batches: int = 4,  # batches of gradients per step
@@ -177,42 +177,32 @@ def prune(
     imp = importance(crit)
     if crit in GRADIENT_CRITERIA and grad_data is None:
         raise ValueError(f"The {crit} criterion needs gradients: pass grad_data (an AdversarialBatch, (x, y) or a loader).")
-    device = next(model.parameters()).device
-    if example_inputs is None:
-        shape = getattr(model, "arch_config", {}).get("input_shape")
-        if shape is None: raise ValueError("Pass example_inputs: the model has no recorded input shape.")
-        example_inputs = torch.zeros(1, *shape, device=device)
-    ignored = resolve_ignored(model, ignored_layers)
-    mods = dict(model.named_modules())
     if isinstance(allocation, (int, float)):
         if not 0 <= allocation < 1: raise ValueError(f"A pruning ratio must be in [0, 1), got {allocation}.")
-        ratio_dict, global_ratio, rule, asked = None, float(allocation), "uniform-channels", {}
+        ratios, rule, asked = float(allocation), "uniform-channels", {}
     else:
         alloc = allocation if isinstance(allocation, Allocation) else Allocation.from_dict({"ratios": dict(allocation), "rule": "manual"})
         if isinstance(allocation, Allocation) and alloc.round_to != round_to:
             warnings.warn(f"The allocation was solved with round_to={alloc.round_to} but pruning uses round_to={round_to}; "
                           "channel counts (and the parameter target) may differ.")
-        ratio_dict, global_ratio, rule, asked = pruning_ratio_dict(alloc, model), 0.0, alloc.rule, dict(alloc.ratios)
+        ratios, rule, asked = dict(alloc.ratios), alloc.rule, dict(alloc.ratios)
+    mg = ModelGroups(model, example_inputs, ignored_layers, round_to)
+    x = mg.example_inputs
+    roots = {g.name: (mg.roots[g.name], g.channels) for g in mg.groups}
+    if not isinstance(ratios, float): mg.ratio_dict(ratios)  # names that are not groups fail here, before any change
     t0 = time.time()
     with restore_modes(model):
         model.eval()
-        macs0, params0 = tp.utils.count_ops_and_params(model, example_inputs)
-        roots = {}
+        before = count_cost(model, x)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            pruner = tp.pruner.MetaPruner(model, example_inputs, imp, pruning_ratio=global_ratio, pruning_ratio_dict=ratio_dict,
-                                          ignored_layers=ignored, iterative_steps=int(steps), round_to=round_to)
-            names = {id(m): n for n, m in model.named_modules()}
-            order = {n: i for i, n in enumerate(names.values())}  # report groups in module order
-            for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types):
-                root = group[0].dep.target.module
-                roots[names[id(root)]] = (root, _out_channels(root))
+            pruner = mg.make_pruner(model, imp, ratios, steps=steps)
             for _ in range(int(steps)):
                 if crit in GRADIENT_CRITERIA: accumulate_gradients(model, imp, grad_data, grad_attack, grad_batches)
-                pruner.step()
+                with torch_pruning_errors(model, "prune"): pruner.step()
             model.zero_grad(set_to_none=True)
-        macs1, params1 = tp.utils.count_ops_and_params(model, example_inputs)
+        after = count_cost(model, x)
     model.pruning_history = list(getattr(model, "pruning_history", [])) + [list(h) for h in pruner.pruning_history()]
-    return PruneReport(criterion=crit, params_before=int(params0), params_after=int(params1), macs_before=int(macs0),
-                       macs_after=int(macs1), channels={g: [c, _out_channels(m)] for g, (m, c) in sorted(roots.items(), key=lambda kv: order[kv[0]])},
+    return PruneReport(criterion=crit, params_before=before["params"], params_after=after["params"], macs_before=before["macs"],
+                       macs_after=after["macs"], channels={g: [c, _out_channels(m)] for g, (m, c) in roots.items()},
                        ratios=asked, steps=int(steps), round_to=round_to, seconds=time.time() - t0, rule=rule)

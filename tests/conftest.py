@@ -15,3 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def venv_python() -> str:
     "The interpreter running the tests (a fresh process of it sees only the installed package)."
     return sys.executable
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long checks (wide model sweeps); run with ROBUST_PRUNE_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("ROBUST_PRUNE_SLOW") == "1": return
+    skip = pytest.mark.skip(reason="slow: set ROBUST_PRUNE_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords: item.add_marker(skip)
