@@ -59,10 +59,12 @@ def test_foreign_model_meets_param_and_mac_budgets_after_real_prune(spec, tmp_pa
     model, _ = load_checkpoint(path)
     expected = model.eval()(x)
     # a fresh process rebuilds the pruned network from plain data and gives identical outputs
-    code = ("import sys, torch; from robust_prune.models import load_checkpoint; "
+    # the same thread count as this process: CPU kernels may sum in another order with another count
+    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[4])); from robust_prune.models import load_checkpoint; "
             "m, _ = load_checkpoint(sys.argv[1]); x = torch.load(sys.argv[2]); "
             "torch.save(m.eval()(x), sys.argv[3])")
-    subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "x.pt"), str(tmp_path / "y.pt")], check=True)
+    subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "x.pt"), str(tmp_path / "y.pt"), str(torch.get_num_threads())],
+                   check=True)
     assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
     with open(path, "rb") as f: assert b"torch_pruning" not in f.read()  # plain data, no pickled module
 
