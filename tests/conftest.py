@@ -15,3 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def venv_python() -> str:
     "The interpreter running the tests (a fresh process of it sees only the installed package)."
     return sys.executable
+
+
+def pytest_collection_modifyitems(config, items):
+    "Tests marked `cuda` are skipped where no CUDA device is visible."
+    if torch.cuda.is_available(): return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords: item.add_marker(skip)
