@@ -171,8 +171,8 @@ def part_tests(dev, dry: bool) -> list[dict]:
                  result=last.strip("= "), target="all pass", ok=ok)]
 
 
-PARTS = {"tests": (part_tests, 240), "trades": (part_trades, 90), "latency": (part_latency, 60),
-         "ddp": (part_ddp, 120), "mrs": (part_mrs, 200)}
+PARTS = {"tests": (part_tests, 100), "trades": (part_trades, 90), "latency": (part_latency, 60),
+         "ddp": (part_ddp, 100), "mrs": (part_mrs, 200)}
 TITLES = {"mrs": "(a) full MRS", "trades": "(b) TRADES throughput", "latency": "(c) pruned latency", "ddp": "(d) DDP epoch",
           "tests": "(e) CUDA tests"}
 
