@@ -73,7 +73,7 @@ def reference_trades_step(model, opt, x, y, eps: float, alpha: float, steps: int
     return loss.detach()
 
 
-def trades_throughput(dev, arch="resnet18", batch=128, batches=8, rounds=2, steps=10, amp="auto", size=32):
+def trades_throughput(dev, arch="resnet18", batch=128, batches=32, rounds=3, steps=10, amp="auto", size=32, channels_last=False):
     "Images per second of `finetune(method='trades')` and of the reference step, measured alternately in one process."
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -88,12 +88,14 @@ def trades_throughput(dev, arch="resnet18", batch=128, batches=8, rounds=2, step
     ours, ref = create_model(arch, info, seed=0, **kw).to(dev), create_model(arch, info, seed=0, **kw).to(dev)
     eps = 8 / 255
     opt = make_optimizer(ref, "sgd", 0.01)
-    finetune(ours, loader, method="trades", attack=f"pgd:eps=8/255,steps={steps}", epochs=1, progress=False, amp=amp)  # warm-up
+    finetune(ours, loader, method="trades", attack=f"pgd:eps=8/255,steps={steps}", epochs=1, progress=False, amp=amp,
+             channels_last=channels_last)  # warm-up
     for x, y in loader: reference_trades_step(ref, opt, x.to(dev), y.to(dev), eps, 2.5 * eps / steps, steps, 6.0)
     t_ours, t_ref = [], []
     for _ in range(rounds):
         _sync(dev); t0 = time.perf_counter()
-        finetune(ours, loader, method="trades", attack=f"pgd:eps=8/255,steps={steps}", epochs=1, progress=False, amp=amp)
+        finetune(ours, loader, method="trades", attack=f"pgd:eps=8/255,steps={steps}", epochs=1, progress=False, amp=amp,
+                 channels_last=channels_last)
         _sync(dev); t_ours.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for x, y in loader: reference_trades_step(ref, opt, x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), eps, 2.5 * eps / steps, steps, 6.0)
@@ -104,14 +106,16 @@ def trades_throughput(dev, arch="resnet18", batch=128, batches=8, rounds=2, step
 
 def part_trades(dev, dry: bool) -> list[dict]:
     from robust_prune.finetune import _resolve_amp
-    import torch
-    if dry: ours, ref = trades_throughput(dev, "digits_resnet", batch=16, batches=2, rounds=1, steps=2)
-    else: ours, ref = trades_throughput(dev)
     amp = _resolve_amp("auto", dev) or "fp32"
     what = ("TRADES step, digits_resnet (dry), batch 16, PGD-2" if dry else "TRADES step, ResNet-18, batch 128, PGD-10 (KL), 3x32x32")
-    return [dict(what=f"{what}: finetune (amp {amp}) vs reference (fp32)",
-                 result=f"x{ours / ref:.2f} ({ours:.0f} vs {ref:.0f} img/s)", target=">= x1.3" if dev.type == "cuda" else ">= x1.0",
-                 ok=None if dry else ours / ref >= (1.3 if dev.type == "cuda" else 1.0))]
+    rows = []
+    for cl in (False, True):
+        if dry: ours, ref = trades_throughput(dev, "digits_resnet", batch=16, batches=2, rounds=1, steps=2, channels_last=cl)
+        else: ours, ref = trades_throughput(dev, channels_last=cl)
+        rows.append(dict(what=f"{what}: finetune (amp {amp}{', channels-last' if cl else ''}) vs reference (fp32)",
+                         result=f"x{ours / ref:.2f} ({ours:.0f} vs {ref:.0f} img/s)", target=">= x1.3" if dev.type == "cuda" else ">= x1.0",
+                         ok=None if dry else ours / ref >= (1.3 if dev.type == "cuda" else 1.0)))
+    return rows
 
 
 # ---------------------------------------------------------------- (c) pruned vs dense latency
@@ -171,8 +175,8 @@ def part_tests(dev, dry: bool) -> list[dict]:
                  result=last.strip("= "), target="all pass", ok=ok)]
 
 
-PARTS = {"tests": (part_tests, 100), "trades": (part_trades, 90), "latency": (part_latency, 60),
-         "ddp": (part_ddp, 100), "mrs": (part_mrs, 200)}
+PARTS = {"tests": (part_tests, 100), "trades": (part_trades, 150), "latency": (part_latency, 60),
+         "ddp": (part_ddp, 100), "mrs": (part_mrs, 100)}
 TITLES = {"mrs": "(a) full MRS", "trades": "(b) TRADES throughput", "latency": "(c) pruned latency", "ddp": "(d) DDP epoch",
           "tests": "(e) CUDA tests"}
 

@@ -478,7 +478,9 @@ def finetune(
     net = bare
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # buffers are not broadcast at every forward: TRADES runs the model twice before backward, and a broadcast
+        # between the two rewrites batch-norm statistics autograd still needs; rank 0's statistics are copied each epoch
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
         if compile: net = torch.compile(net)
     cbs = list(callbacks)
     for cb in cbs: cb.on_train_begin(run)
