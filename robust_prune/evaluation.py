@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import AttackSpec, robust_accuracy
+from .finetune import distributed_accuracy
 
 # %% auto #0
 __all__ = ['input_shape_of', 'count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports',
@@ -159,7 +160,8 @@ def evaluate(
 ) -> RobustnessReport:
     "Clean and robust accuracy over `data`, plus parameters, MACs and latency, as a `RobustnessReport`."
     specs = [AttackSpec.parse(a) for a in attacks]
-    accs, n = robust_accuracy(model, data, specs, max_samples=max_samples, seed=seed, progress=progress, desc=f"evaluate {name}")
+    # under torchrun the test samples are split over the processes and the counts summed
+    accs, n = distributed_accuracy(model, data, specs, max_samples=max_samples, seed=seed, progress=progress, desc=f"evaluate {name}")
     clean = accs.pop("clean")
     if input_shape is None and getattr(model, "arch_config", None) is None:
         input_shape = tuple(next(iter(data))[0].shape[1:])

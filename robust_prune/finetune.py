@@ -18,14 +18,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import AttackSpec, perturb, robust_accuracy, num_classes_of
+from .attacks import AttackSpec, check_batch, perturb, restore_modes, robust_accuracy, num_classes_of
 from .data import get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'DIGITS_EPS', 'inner_attack', 'training_loss', 'make_optimizer',
+__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd', 'training_loss', 'make_optimizer',
            'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
-           'save_training_state', 'finetune', 'cache_dir', 'robust_digits_model']
+           'save_training_state', 'init_distributed', 'dist_info', 'is_main_process', 'distributed_loader',
+           'distributed_accuracy', 'finetune', 'cache_dir', 'robust_digits_model']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
 METHODS = ("trades", "pgd-at", "mart", "clean")
@@ -43,6 +44,45 @@ def inner_attack(method: str, attack: AttackSpec | str) -> AttackSpec:
         return AttackSpec("tpgd", spec.eps, spec.alpha, spec.steps)
     return spec
 
+# %% ../nbs/06_finetune.ipynb #1b7e0c21
+_FP16_ATTACK_SCALE = 1024.0  # fp16 only: the attack loss is scaled so that small gradients do not underflow (the step uses signs)
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    "The autocast dtype in force for `device`, or None outside autocast."
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+def linf_pgd(
+    model: nn.Module,  # classifier taking [0, 1] images
+    x: torch.Tensor,  # clean images in [0, 1]
+    y: torch.Tensor,  # labels (unused by the KL objective)
+    spec: AttackSpec,  # an L∞ `pgd` or `tpgd` spec: eps, step size, steps, random start
+) -> torch.Tensor:
+    "torchattacks' PGD (`pgd`, cross-entropy) or TRADES' KL-PGD (`tpgd`) on the device, without host synchronisation."
+    if spec.name not in ("pgd", "tpgd") or spec.norm != "Linf": raise ValueError(f"linf_pgd runs pgd or tpgd (Linf), not {spec.label}.")
+    eps, alpha = spec.eps, spec.step_size
+    scale = _FP16_ATTACK_SCALE if _autocast_dtype(x.device) == torch.float16 else 1.0
+    x = x.detach()
+    with restore_modes(model):
+        model.eval()
+        if spec.name == "tpgd":
+            p_clean = F.softmax(model(x).detach().float(), dim=1)
+            x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), min=0, max=1).detach()
+        elif spec.random_start:
+            x_adv = torch.clamp(x + torch.empty_like(x).uniform_(-eps, eps), min=0, max=1).detach()
+        else:
+            x_adv = x.clone()
+        for _ in range(spec.steps):
+            x_adv.requires_grad_(True)
+            out = model(x_adv).float()
+            cost = (F.kl_div(F.log_softmax(out, dim=1), p_clean, reduction="sum") if spec.name == "tpgd"
+                    else F.cross_entropy(out, y))
+            grad, = torch.autograd.grad(cost * scale if scale != 1.0 else cost, x_adv)
+            if scale != 1.0: grad = torch.nan_to_num(grad, nan=0.0)
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            delta = torch.clamp(x_adv - x, min=-eps, max=eps)
+            x_adv = torch.clamp(x + delta, min=0, max=1).detach()
+    return x_adv
+
 # %% ../nbs/06_finetune.ipynb #4b1ff9fc
 def training_loss(
     model: nn.Module,  # the network being trained (in train mode)
@@ -51,21 +91,26 @@ def training_loss(
     method: str = "trades",  # trades, pgd-at, mart or clean
     attack: AttackSpec | str = "pgd:eps=8/255,steps=10",  # budget of the inner maximisation
     beta: float = 6.0,  # weight of the robustness term (TRADES, MART)
+    attack_model: nn.Module | None = None,  # the network the inner attack runs on (default `model`; the bare one under DDP)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     "The adversarial training loss of `method` on a batch, and the logits training accuracy is counted on."
     method = _check_method(method)
     if method == "clean":
         logits = model(x)
         return F.cross_entropy(logits, y), logits
-    x_adv = perturb(model, x, y, inner_attack(method, attack))
+    spec = inner_attack(method, attack)
+    target = attack_model if attack_model is not None else model
+    if spec.name in ("pgd", "tpgd"): x_adv = linf_pgd(target, x, y, spec)
+    else: x_adv = perturb(target, x, y, spec)
     if method == "pgd-at":
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
     logits, logits_adv = model(x), model(x_adv)
     if method == "trades":
-        kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits, 1), reduction="batchmean")
+        kl = F.kl_div(F.log_softmax(logits_adv.float(), 1), F.softmax(logits.float(), 1), reduction="batchmean")
         return F.cross_entropy(logits, y) + beta * kl, logits
     # MART: boosted CE on adversarial examples + KL weighted by (1 - p_true) on clean ones
+    logits, logits_adv = logits.float(), logits_adv.float()
     adv_probs = F.softmax(logits_adv, 1)
     top2 = adv_probs.argsort(1)[:, -2:]
     other = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
@@ -203,6 +248,7 @@ class EarlyStopping(Callback):
 class PrintEpochs(Callback):
     "Print one line per epoch (for logs where progress bars are unwelcome)."
     def on_epoch_end(self, run, row):
+        if not is_main_process(): return
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 # %% ../nbs/06_finetune.ipynb #e61cd4af
@@ -214,37 +260,150 @@ def _rng_state(train) -> dict:
     return state
 
 def _set_rng_state(state: dict, train) -> None:
+    if "ranks" in state:  # written by a torchrun job: each process takes its own
+        rank, world = dist_info()
+        if len(state["ranks"]) != world: raise ValueError(f"The checkpoint was written by {len(state['ranks'])} processes; this run has {world}.")
+        state = state["ranks"][rank]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
     gen = getattr(train, "generator", None)
     if "loader" in state and isinstance(gen, torch.Generator): gen.set_state(state["loader"])
 
+def _gathered_rng_state(train) -> dict:
+    "This process's random state; under torchrun every rank's (a collective call: all ranks run it)."
+    if dist_info()[1] == 1: return _rng_state(train)
+    import torch.distributed as dist
+    states = [None] * dist_info()[1]
+    dist.all_gather_object(states, _rng_state(train))
+    return {"ranks": states}
+
 def _run_settings(**kw) -> dict:
     return {k: (v.to_dict() if isinstance(v, AttackSpec) else v) for k, v in kw.items()}
 
-def save_training_state(path: Path, model, opt, sched, scaler, history: History, settings: dict, train) -> Path:
+def save_training_state(path: Path, model, opt, sched, scaler, history: History, settings: dict, train, rng: dict | None = None) -> Path:
     "Write model + optimiser + schedule + history + RNG states atomically (plain data, `weights_only` loadable)."
     return save_checkpoint(model, path, training=dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                                                      scaler=scaler.state_dict() if scaler is not None else None,
-                                                     history=history.to_dict(), settings=settings, rng=_rng_state(train)))
+                                                     history=history.to_dict(), settings=settings,
+                                                     rng=rng if rng is not None else _rng_state(train)))
 
 # %% ../nbs/06_finetune.ipynb #e668f66b
 def _autocast(device: torch.device, amp: str | None):
-    if amp is None or device.type != "cuda": return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    if amp is None: return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 def _resolve_amp(amp: str | bool | None, device: torch.device) -> str | None:
+    "None (full precision), 'bf16' or 'fp16'; 'auto' is bf16 on a CUDA device that supports it, else fp16 there, None on a CPU."
     if amp in (None, False, "none", "off"): return None
     if amp in (True, "auto"):
         if device.type != "cuda": return None
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if amp not in ("bf16", "fp16"): raise ValueError(f"amp must be None, 'auto', 'bf16' or 'fp16', got {amp!r}.")
-    return amp if device.type == "cuda" else None
+    return amp
+
+# %% ../nbs/06_finetune.ipynb #8f4c0a51
+def init_distributed(backend: str | None = None) -> bool:
+    "Join the process group that `torchrun` describes in the environment (once); True when running under it."
+    import torch.distributed as dist
+    if not dist.is_available(): return False
+    if dist.is_initialized(): return True
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ: return False
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl": torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    import atexit
+    atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
+    return True
+
+def dist_info() -> tuple[int, int]:
+    "(rank, world size) of this process: (0, 1) outside a process group."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def is_main_process() -> bool:
+    "True on rank 0, or when not running distributed: the process that writes files and shows progress."
+    return dist_info()[0] == 0
+
+def _local_device(dev: torch.device) -> torch.device:
+    if dev.type != "cuda": return dev
+    d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dev.index or 0)))
+    torch.cuda.set_device(d)
+    return d
+
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    "Sum `t` over processes (in place; unchanged outside a process group)."
+    import torch.distributed as dist
+    if dist_info()[1] > 1:
+        # gloo reduces CPU tensors, NCCL CUDA ones: the tensor is already where its backend wants it
+        dist.all_reduce(t)
+    return t
+
+# %% ../nbs/06_finetune.ipynb #9a5d1b62
+def _loader_kw(loader) -> dict:
+    kw = dict(batch_size=loader.batch_size, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+              pin_memory=loader.pin_memory, drop_last=loader.drop_last, worker_init_fn=loader.worker_init_fn)
+    if loader.num_workers > 0: kw.update(persistent_workers=loader.persistent_workers, prefetch_factor=loader.prefetch_factor)
+    return kw
+
+def distributed_loader(
+    loader,  # the training DataLoader every process was given
+    seed: int = 0,  # seed of the shuffle (the same on every rank)
+):
+    "`loader` with a `DistributedSampler` (shuffled when `loader` was): this process's share of every epoch."
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+    if not isinstance(loader, DataLoader): raise ValueError("Training under torchrun needs a torch DataLoader (to give it a DistributedSampler).")
+    if isinstance(loader.sampler, DistributedSampler): return loader
+    sampler = DistributedSampler(loader.dataset, shuffle=isinstance(loader.sampler, RandomSampler), seed=seed,
+                                 drop_last=loader.drop_last)
+    return DataLoader(loader.dataset, sampler=sampler, **_loader_kw(loader))
+
+def _shard(data, max_samples: int | None, rank: int, world: int):
+    "This rank's share of the first `max_samples` samples of `data` (a DataLoader, or any iterable of batches)."
+    from torch.utils.data import DataLoader
+    if isinstance(data, DataLoader) and not isinstance(data.dataset, torch.utils.data.IterableDataset):
+        order = list(iter(data.sampler))[:max_samples]
+        kw = _loader_kw(data); kw.update(drop_last=False)
+        return DataLoader(data.dataset, sampler=order[rank::world], **kw)
+    out, seen = [], 0
+    for b, (x, y) in enumerate(data):
+        if max_samples is not None: x, y = x[:max_samples - seen], y[:max_samples - seen]
+        if len(y) == 0: break
+        if b % world == rank: out.append((x, y))
+        seen += len(y)
+        if max_samples is not None and seen >= max_samples: break
+    return out
+
+def distributed_accuracy(
+    model: nn.Module,  # classifier taking [0, 1] images (the bare model, not the DDP wrapper)
+    data,  # a DataLoader (or any iterable of (x, y) batches): the same on every rank
+    attacks: Iterable[AttackSpec | str] = ("pgd",),  # attacks to measure, besides clean accuracy
+    max_samples: int | None = None,  # stop after this many samples in all (None: the whole loader)
+    seed: int = 0,  # seed of the attacks' random starts
+    progress: bool = False,  # progress bar (rank 0 only)
+    desc: str = "evaluate",  # progress-bar label
+) -> tuple[dict[str, float], int]:
+    "`robust_accuracy`, with the samples split over the processes of a torchrun job and the counts summed (plain call otherwise)."
+    init_distributed()
+    rank, world = dist_info()
+    if world == 1: return robust_accuracy(model, data, attacks, max_samples=max_samples, seed=seed, progress=progress, desc=desc)
+    specs = [s for s in (AttackSpec.parse(a) for a in attacks) if s.name != "none"]
+    labels = ["clean"] + [s.label for s in specs]
+    shard = _shard(data, max_samples, rank, world)
+    counts = torch.zeros(len(labels) + 1, dtype=torch.float64, device=next(model.parameters()).device)
+    if len(shard) > 0:
+        accs, n = robust_accuracy(model, shard, specs, seed=seed + 7919 * rank, progress=progress and rank == 0, desc=desc)
+        counts[:-1] = torch.tensor([round(accs[k] * n) for k in labels], dtype=torch.float64)
+        counts[-1] = n
+    _all_sum(counts)
+    n = int(counts[-1])
+    if n == 0: raise ValueError("The data is empty: no sample was evaluated.")
+    return {k: float(c) / n for k, c in zip(labels, counts[:-1])}, n
 
 # %% ../nbs/06_finetune.ipynb #87ad7961
 def finetune(
     model: nn.Module,  # network to train (modified in place)
-    train,  # training DataLoader of [0, 1] images
+    train,  # training DataLoader of [0, 1] images (under torchrun: the same on every process; batch size per process)
     test=None,  # test DataLoader for per-epoch clean / robust accuracy (None: skip)
     method: str = "trades",  # trades, pgd-at, mart or clean
     attack: AttackSpec | str = "pgd:eps=8/255,steps=10",  # training attack budget
@@ -258,37 +417,45 @@ def finetune(
     beta: float = 6.0,  # TRADES / MART robustness weight
     eval_attack: AttackSpec | str | None = None,  # attack for the per-epoch robust accuracy (default: `attack` as PGD)
     eval_samples: int | None = 512,  # test samples evaluated per epoch (None: all)
-    device: str | torch.device | None = None,  # where to train (default: the model's device)
-    seed: int | None = 0,  # seed of the run (None: leave the RNG alone)
-    progress: bool = True,  # progress bar over batches
+    device: str | torch.device | None = None,  # where to train (default: the model's device; under torchrun cuda means cuda:LOCAL_RANK)
+    seed: int | None = 0,  # seed of the run (None: leave the RNG alone); under torchrun rank r uses seed + r
+    progress: bool = True,  # progress bar over batches (rank 0 only)
     callbacks: Iterable[Callback] = (),  # extra callbacks (EarlyStopping, PrintEpochs, widgets, ...)
-    checkpoint_dir: str | Path | None = None,  # write `last.pt` here after every epoch
+    checkpoint_dir: str | Path | None = None,  # write `last.pt` here after every epoch (rank 0)
     resume: bool = False,  # continue from `checkpoint_dir/last.pt` if it exists
     stop_event=None,  # a `threading.Event`; when set, training stops after the current batch
-    amp: str | bool | None = "auto",  # mixed precision on CUDA: auto, bf16, fp16 or None (ignored on CPU)
+    amp: str | bool | None = "auto",  # mixed precision: auto (bf16 or fp16 on CUDA, none on CPU), bf16, fp16 or None
     channels_last: bool = False,  # use the channels-last memory format (helps convolutions on recent GPUs)
+    compile: bool = False,  # run the network through `torch.compile`
 ) -> History:
-    "Train `model` adversarially with `method`; returns the per-epoch `History`."
+    "Train `model` adversarially with `method`; returns the per-epoch `History`. Runs data-parallel under torchrun."
     method = _check_method(method)
     if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be an integer >= 0, got {epochs}.")
     if resume and checkpoint_dir is None: raise ValueError("resume=True needs checkpoint_dir.")
     spec = AttackSpec.parse(attack)
     eval_spec = AttackSpec.parse(eval_attack) if eval_attack is not None else (
         AttackSpec("pgd", spec.eps, spec.alpha, spec.steps) if spec.name in ("pgd", "tpgd") else spec)
+    distributed = init_distributed()
+    rank, world = dist_info()
+    main = rank == 0
     if device is not None: model.to(device)
     dev = next(model.parameters()).device
+    if distributed and dev.type == "cuda":
+        dev = _local_device(dev)
+        model.to(dev)
     amp = _resolve_amp(amp, dev)
     if channels_last: model.to(memory_format=torch.channels_last)
+    if distributed: train = distributed_loader(train, seed=seed or 0)
     settings = _run_settings(method=method, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
                              weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed,
                              batches=len(train))
-    if seed is not None: torch.manual_seed(seed)
+    if seed is not None: torch.manual_seed(seed + rank)
     gen = getattr(train, "generator", None)
     if seed is not None and isinstance(gen, torch.Generator): gen.manual_seed(seed)
     from tqdm.auto import tqdm
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov)
     sched = make_scheduler(opt, schedule, epochs * len(train))
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
     run = FineTuneRun(model, History(method, eval_spec.label), int(epochs))
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if resume and ckpt.is_file():
@@ -306,17 +473,29 @@ def finetune(
         run.history = History.from_dict(state["history"])
         run.epoch = len(run.history)
         _set_rng_state(state["rng"], train)
+    # the bare model is attacked and saved; `net` (DDP-wrapped under torchrun, compiled on request) is trained
+    bare = torch.compile(model) if compile else model
+    net = bare
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        # buffers are not broadcast at every forward: TRADES runs the model twice before backward, and a broadcast
+        # between the two rewrites batch-norm statistics autograd still needs; rank 0's statistics are copied each epoch
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+        if compile: net = torch.compile(net)
     cbs = list(callbacks)
     for cb in cbs: cb.on_train_begin(run)
     while run.epoch < epochs and not run.stop:
         epoch = run.epoch + 1
+        if distributed: train.sampler.set_epoch(epoch)
         model.train()
-        t0, total, batches, correct, loss_sum = time.time(), 0, 0, torch.zeros((), device=dev), torch.zeros((), device=dev)
-        for x, y in tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False):
+        t0, total, batches = time.time(), 0, 0
+        sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss * n, correct, n: read once per epoch
+        for x, y in tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False):
+            if batches == 0: check_batch(x, y, num_classes_of(model))  # bad data fails early, once per epoch (a host sync)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if channels_last: x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(dev, amp):
-                loss, logits = training_loss(model, x, y, method, spec, beta)
+                loss, logits = training_loss(net, x, y, method, spec, beta, attack_model=bare)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
@@ -324,26 +503,34 @@ def finetune(
                 loss.backward(); opt.step()
             sched.step()
             run.step += 1
-            loss_sum += loss.detach().float() * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            loss_d = loss.detach()
+            sums[0] += loss_d.double() * len(y)
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += len(y)
             total += len(y)
             batches += 1
-            for cb in cbs: cb.on_batch_end(run, loss.detach())
+            for cb in cbs: cb.on_batch_end(run, loss_d)
             if stop_event is not None and stop_event.is_set(): run.stop = True
-            if run.stop: break
+            if run.stop and not distributed: break
         if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
             break  # unfinished epoch: dropped, the last checkpoint stays as it is
-        row = dict(epoch=epoch, loss=float(loss_sum) / max(1, total), train_acc=float(correct) / max(1, total),
-                   lr=opt.param_groups[0]["lr"])
+        if distributed:
+            for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
+        _all_sum(sums)
+        loss_sum, correct, n = sums.tolist()
+        row = dict(epoch=epoch, loss=loss_sum / max(1, n), train_acc=correct / max(1, n), lr=opt.param_groups[0]["lr"])
         if test is not None:
-            accs, _ = robust_accuracy(model, test, [eval_spec], max_samples=eval_samples, seed=epoch)
+            accs, _ = distributed_accuracy(model, test, [eval_spec], max_samples=eval_samples, seed=epoch)
             row.update(clean_acc=accs["clean"], robust_acc=accs[eval_spec.label])
         row["seconds"] = time.time() - t0
         run.history.append(**row)
         run.epoch = epoch
-        if ckpt is not None: save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train)
+        if ckpt is not None:
+            rng = _gathered_rng_state(train)
+            if main: save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng)
         for cb in cbs: cb.on_epoch_end(run, row)
         if stop_event is not None and stop_event.is_set(): run.stop = True
+        if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())  # all stop together
     run.stopped_early = run.epoch < epochs
     for cb in cbs: cb.on_train_end(run)
     if channels_last: model.to(memory_format=torch.contiguous_format)

@@ -22,7 +22,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("ROBUST_PRUNE_SLOW") == "1": return
-    skip = pytest.mark.skip(reason="slow: set ROBUST_PRUNE_SLOW=1 to run")
+    "Tests marked `slow` run only with ROBUST_PRUNE_SLOW=1; tests marked `cuda` only where a CUDA device is visible."
+    skips = []
+    if os.environ.get("ROBUST_PRUNE_SLOW") != "1": skips.append(("slow", "slow: set ROBUST_PRUNE_SLOW=1 to run"))
+    if not torch.cuda.is_available(): skips.append(("cuda", "needs a CUDA device"))
     for item in items:
-        if "slow" in item.keywords: item.add_marker(skip)
+        for key, reason in skips:
+            if key in item.keywords: item.add_marker(pytest.mark.skip(reason=reason))

@@ -1,0 +1,142 @@
+"""The GPU path of fine-tuning (autocast in the step and in the inner attack, gradient scaler, channels-last) run on
+the CPU, the GPU check's dry mode, and the CUDA-marked tests that `benchmarks/gpu_check.sh` runs on a GPU."""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import ROOT
+from robust_prune.finetune import finetune, linf_pgd, training_loss
+from robust_prune.attacks import AttackSpec
+from robust_prune.data import dataset_info
+from robust_prune.models import create_model
+
+
+def _data(n=32, batch=16, size=8, channels=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ds = TensorDataset(torch.rand(n, channels, size, size, generator=g), torch.randint(0, 10, (n,), generator=g))
+    return DataLoader(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+class _Dtypes:
+    "Records the dtype of the first convolution's output, separately for train-mode and eval-mode (attack) forwards."
+    def __init__(self, model):
+        self.seen = {True: set(), False: set()}
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda mod, i, o: self.seen[mod.training].add(o.dtype))
+
+
+@pytest.mark.parametrize("amp,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_amp_runs_training_step_and_inner_attack_in_low_precision_on_cpu(amp, dtype):
+    model = create_model("digits_resnet", seed=0, width=4)
+    before = copy.deepcopy(model.state_dict())
+    rec = _Dtypes(model)
+    hist = finetune(model, _data(), method="trades", attack="pgd:eps=0.1,steps=2", epochs=1, progress=False, amp=amp)
+    assert rec.seen[True] == {dtype}, "training forwards"
+    assert rec.seen[False] == {dtype}, "the inner attack's forwards"
+    assert torch.isfinite(torch.tensor(hist.last["loss"]))
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items()), "the weights did not change"
+
+
+def test_default_amp_on_cpu_is_full_precision():
+    model = create_model("digits_resnet", seed=0, width=4)
+    rec = _Dtypes(model)
+    finetune(model, _data(), method="pgd-at", attack="pgd:eps=0.1,steps=1", epochs=1, progress=False)
+    assert rec.seen[True] == rec.seen[False] == {torch.float32}
+
+
+def test_fp16_inner_attack_moves_as_far_as_in_fp32():
+    "TRADES' first KL gradients underflow in fp16 unless the attack's loss is scaled: the attack would not move."
+    model = create_model("resnet18", dataset_info("cifar10", size=16), seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 16, 16, generator=g), torch.randint(0, 10, (2,), generator=g)
+    spec = AttackSpec("tpgd", 8 / 255, steps=2)
+    torch.manual_seed(0); ref = linf_pgd(model, x, y, spec)
+    with torch.autocast("cpu", dtype=torch.float16):
+        torch.manual_seed(0); x_adv = linf_pgd(model, x, y, spec)
+    assert (x_adv - x).abs().mean() > 0.8 * (ref - x).abs().mean()
+
+
+def test_channels_last_trains_like_contiguous_and_restores_the_layout():
+    results = []
+    for cl in (False, True):
+        model = create_model("digits_resnet", seed=0, width=4)
+        hist = finetune(model, _data(), method="trades", attack="pgd:eps=0.1,steps=2", epochs=1, progress=False, channels_last=cl)
+        results.append((hist.last["loss"], model))
+    (l0, m0), (l1, m1) = results
+    assert abs(l0 - l1) < 1e-3
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(m0.state_dict().values(), m1.state_dict().values()))
+    conv = next(m for m in m1.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
+
+
+def test_bad_amp_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="amp must be"):
+        finetune(create_model("digits_resnet", width=4), _data(), epochs=1, progress=False, amp="fp8")
+
+
+def test_gpu_check_dry_mode_prints_one_table_with_every_row(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry"], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = (tmp_path / "gpu_check.txt").read_text()
+    assert text.strip() in res.stdout
+    for what in ("full MRS", "TRADES step", "pruned 50%", "pruned 75%", "DDP TRADES", "pytest -m cuda"):
+        line = next((l for l in text.splitlines() if what in l), None)
+        assert line is not None, f"no row for {what!r}:\n{text}"
+        assert "not measured" not in line, line
+
+
+# ---------------------------------------------------------------- on a GPU (benchmarks/gpu_check.sh)
+@pytest.mark.cuda
+def test_cuda_training_step_with_amp_does_not_synchronise_with_the_host():
+    dev = torch.device("cuda")
+    model = create_model("resnet18", "cifar10", seed=0).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(32, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (32,), device=dev)
+    sums = torch.zeros(3, device=dev, dtype=torch.float64)
+    for debug in ("default", "error"):  # the first step may initialise lazily (cuDNN, allocator); the second must not sync
+        torch.cuda.set_sync_debug_mode(debug)
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss, logits = training_loss(model, x, y, "trades", "pgd:eps=8/255,steps=3")
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            sums[0] += loss.detach().double() * len(y); sums[1] += (logits.argmax(1) == y).sum(); sums[2] += len(y)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(sums).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp", ["auto", "fp16"])
+def test_cuda_finetune_with_amp_channels_last_and_compile(amp):
+    model = create_model("digits_resnet", seed=0, width=8).cuda()
+    rec = _Dtypes(model)
+    # no test data: the recorder sees only the training step and its inner attack (evaluation stays in fp32)
+    hist = finetune(model, _data(64), None, method="trades", attack="pgd:eps=0.1,steps=2", epochs=2, progress=False,
+                    amp=amp, channels_last=True, compile=amp == "auto")
+    low = torch.float16 if amp == "fp16" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    if amp != "auto": assert rec.seen[True] == rec.seen[False] == {low}  # (compiled graphs skip Python hooks)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in hist.epochs)
+    hist = finetune(model, _data(64), _data(32), method="trades", attack="pgd:eps=0.1,steps=2", epochs=1, progress=False,
+                    amp=amp, channels_last=True)
+    assert "robust_acc" in hist.last
+
+
+@pytest.mark.cuda
+def test_cuda_mrs_vmap_gives_the_loop_scores():
+    from robust_prune.mrs import compute_mrs
+    model = create_model("digits_resnet", seed=0, width=8).cuda().eval()
+    x, y = next(iter(_data(64, 64)))
+    x, y = x.cuda(), y.cuda()
+    kw = dict(method="mrs", alphas=5, sigma_points=5, draws=3)
+    a, b = compute_mrs(model, x, y, batch="vmap", **kw), compute_mrs(model, x, y, batch="loop", **kw)
+    assert a.scores.keys() == b.scores.keys()
+    same = sum(abs(a.scores[k] - b.scores[k]) <= 1e-4 * max(1.0, abs(b.scores[k])) or a.scores[k] == b.scores[k] for k in a.scores)
+    assert same >= len(a.scores) - 1, (a.scores, b.scores)
