@@ -22,9 +22,13 @@ CASES = [(0.2, 3), (0.1, 15)]
 @pytest.fixture(scope="module")
 def demo():
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
+    # thousands of iterations on tiny batches: a second thread only adds synchronisation, so one thread here
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model = robust_digits_model().eval()
     xs, ys = zip(*get_loaders("digits", batch_size=512).test)
-    return model, torch.cat(xs), torch.cat(ys)
+    yield model, torch.cat(xs), torch.cat(ys)
+    torch.set_num_threads(threads)
 
 
 def _robust(model, x_adv, y):
