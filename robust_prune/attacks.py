@@ -14,14 +14,23 @@ import torch.nn as nn
 import torchattacks
 
 # %% auto #0
-__all__ = ['ATTACKS', 'parse_number', 'format_pixels', 'AttackSpec', 'num_classes_of', 'build_attack', 'check_batch',
-           'restore_modes', 'perturb', 'AdversarialBatch', 'accuracy', 'adversarial_batch', 'robust_accuracy']
+__all__ = ['ATTACKS', 'AA_ITERATIONS', 'AA_SQUARE_QUERIES', 'AA_TARGET_CLASSES', 'DEFAULT_STEPS', 'parse_number', 'format_pixels',
+           'AttackSpec', 'num_classes_of', 'build_attack', 'check_batch', 'restore_modes', 'perturb',
+           'AdversarialBatch', 'accuracy', 'adversarial_batch', 'robust_accuracy']
 
 # %% ../nbs/02_attacks.ipynb #f7c4674e
 ATTACKS: dict[str, str] = {
-    "fgsm": "Linf", "pgd": "Linf", "pgd-l2": "L2", "tpgd": "Linf", "apgd": "Linf", "cw": "L2", "autoattack": "Linf", "none": "Linf",
+    "fgsm": "Linf", "pgd": "Linf", "pgd-l2": "L2", "tpgd": "Linf", "apgd": "Linf", "cw": "L2",
+    "autoattack": "Linf", "apgd-ce+apgd-t": "Linf", "square": "Linf", "none": "Linf",
 }
-_ALIASES = {"pgd-linf": "pgd", "pgdl2": "pgd-l2", "pgd_l2": "pgd-l2", "aa": "autoattack", "clean": "none", "trades": "tpgd"}
+_ALIASES = {"pgd-linf": "pgd", "pgdl2": "pgd-l2", "pgd_l2": "pgd-l2", "aa": "autoattack", "clean": "none", "trades": "tpgd",
+            "apgd-ce+t": "apgd-ce+apgd-t"}
+_EITHER_NORM = ("apgd", "autoattack", "apgd-ce+apgd-t", "square")  # attacks that run in Linf or L2
+
+AA_ITERATIONS = 100  # APGD and FAB iterations of the reference AutoAttack
+AA_SQUARE_QUERIES = 5000  # queries of its Square attack
+AA_TARGET_CLASSES = 9  # target classes of APGD-T and FAB-T (fewer when the model has fewer other classes)
+DEFAULT_STEPS = {"autoattack": AA_ITERATIONS, "apgd-ce+apgd-t": AA_ITERATIONS, "square": AA_SQUARE_QUERIES}  # others: 10
 
 def parse_number(text: str | float | int) -> float:
     "A float from a number or a fraction string such as `'8/255'` (no `eval`)."
@@ -36,19 +45,22 @@ def parse_number(text: str | float | int) -> float:
         raise ValueError(f"Cannot read {text!r} as a number (write e.g. 0.03 or 8/255).") from None
 
 def format_pixels(eps: float) -> str:
-    "`8/255` for budgets that are whole multiples of 1/255, else the plain number."
+    "A budget printed exactly: a short decimal when one is exact (`0.1`), else `8/255` for whole multiples of 1/255, else every digit."
+    eps = float(eps)
+    short = f"{eps:g}"
+    if float(short) == eps: return short
     k = eps * 255
-    if eps > 0 and abs(k - round(k)) < 1e-6 and eps < 1: return f"{round(k)}/255"
-    return f"{eps:g}"
+    if 0 < eps < 1 and abs(k - round(k)) < 1e-9: return f"{round(k)}/255"
+    return repr(eps)
 
 # %% ../nbs/02_attacks.ipynb #13d35ae0
 @dataclass(frozen=True)
 class AttackSpec:
     "What attack to run and with which budget; images are in [0, 1], so `eps` is in pixel units (8/255 style)."
-    name: str = "pgd"  # fgsm, pgd, pgd-l2, tpgd, apgd, cw, autoattack or none
+    name: str = "pgd"  # fgsm, pgd, pgd-l2, tpgd, apgd, cw, autoattack, apgd-ce+apgd-t, square or none
     eps: float = 8 / 255  # perturbation budget in the attack's norm (pixel units); cw: L2 budget, 0 = unbounded
     alpha: float | None = None  # step size; default 2.5 * eps / steps (fgsm: eps)
-    steps: int = 10  # iterations (fgsm: ignored; cw: optimisation steps)
+    steps: int | None = None  # iterations (default 10; autoattack, apgd-ce+apgd-t: 100; square: queries, 5000; fgsm: ignored)
     norm: str | None = None  # Linf or L2; default: the attack's own (pgd-l2 and cw are L2)
     random_start: bool = True  # start PGD from a random point in the eps-ball
     c: float = 1.0  # cw: weight of the classification term
@@ -63,9 +75,10 @@ class AttackSpec:
         eps = parse_number(self.eps)
         if not math.isfinite(eps) or eps < 0: raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}.")
         if name not in ("cw", "none") and eps == 0: raise ValueError(f"{name} needs eps > 0 (got 0); use name='none' for clean accuracy.")
-        if name in ("fgsm", "pgd", "tpgd", "apgd", "autoattack") and self.norm in (None, "Linf", "linf") and eps > 1:
+        if name in ("fgsm", "pgd", "tpgd", *_EITHER_NORM) and self.norm in (None, "Linf", "linf") and eps > 1:
             raise ValueError(f"eps={eps:g} is larger than the whole [0, 1] pixel range; write budgets like 8/255.")
-        if int(self.steps) != self.steps or self.steps < 1: raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
+        steps = DEFAULT_STEPS.get(name, 10) if self.steps is None else self.steps
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
         norm = self.norm or ATTACKS[name]
         norm = {"linf": "Linf", "inf": "Linf", "l2": "L2"}.get(str(norm).lower(), norm)
         if norm not in ("Linf", "L2"): raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
@@ -74,7 +87,7 @@ class AttackSpec:
         alpha = None if self.alpha is None else parse_number(self.alpha)
         if alpha is not None and not (alpha > 0 and math.isfinite(alpha)): raise ValueError(f"alpha must be > 0, got {self.alpha!r}.")
         if self.c <= 0 or self.lr <= 0 or self.kappa < 0: raise ValueError("cw needs c > 0, lr > 0 and kappa >= 0.")
-        for k, v in dict(name=name, eps=eps, alpha=alpha, steps=int(self.steps), norm=norm).items():
+        for k, v in dict(name=name, eps=eps, alpha=alpha, steps=int(steps), norm=norm).items():
             object.__setattr__(self, k, v)
 
     @property
@@ -84,11 +97,18 @@ class AttackSpec:
         return self.eps if self.name == "fgsm" else 2.5 * self.eps / self.steps
 
     @property
+    def is_standard_autoattack(self) -> bool:
+        "True only for AutoAttack with the reference's iterations (what RobustBench reports)."
+        return self.name == "autoattack" and self.steps == AA_ITERATIONS
+
+    @property
     def label(self) -> str:
-        "A short name for tables, e.g. `PGD-10 (Linf, 8/255)`."
+        "A short name for tables, e.g. `PGD-10 (Linf, 8/255)`; only the standard AutoAttack is called `AutoAttack`."
         if self.name == "none": return "clean"
+        aa = "AutoAttack" if self.is_standard_autoattack else f"non-standard AutoAttack-{self.steps}"
         base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "pgd-l2": f"PGD-{self.steps}", "tpgd": f"TPGD-{self.steps}",
-                "apgd": f"APGD-{self.steps}", "cw": f"CW-{self.steps}", "autoattack": "AutoAttack"}[self.name]
+                "apgd": f"APGD-{self.steps}", "cw": f"CW-{self.steps}", "autoattack": aa,
+                "apgd-ce+apgd-t": f"APGD-CE+APGD-T-{self.steps}", "square": f"Square-{self.steps}"}[self.name]
         if self.name == "cw" and self.eps == 0: return f"{base} (L2, unbounded)"
         return f"{base} ({self.norm}, {format_pixels(self.eps)})"
 
@@ -133,11 +153,32 @@ def num_classes_of(model: nn.Module) -> int:
     if not linears: raise ValueError("Cannot tell the number of classes of this model; pass num_classes=.")
     return linears[-1].out_features
 
+def _square(s: AttackSpec, model: nn.Module, queries: int, seed: int) -> torchattacks.Attack:
+    # the reference runs Square with p_init 0.8, the margin loss and no rescaled schedule (torchattacks' default rescales)
+    return torchattacks.Square(model, norm=s.norm, eps=s.eps, n_queries=queries, n_restarts=1, p_init=0.8,
+                               loss="margin", resc_schedule=False, seed=seed)
+
+def _autoattack(s: AttackSpec, model: nn.Module, num_classes: int, seed: int) -> torchattacks.Attack:
+    "APGD-CE, APGD-T (and for the full ensemble FAB-T, Square) configured as the reference's standard version."
+    if num_classes < 2: raise ValueError(f"{s.label} needs a model with at least 2 classes, got {num_classes}.")
+    targets = min(AA_TARGET_CLASSES, num_classes - 1)
+    ce = torchattacks.APGD(model, norm=s.norm, eps=s.eps, steps=s.steps, n_restarts=1, loss="ce", rho=0.75, seed=seed)
+    apgdt = torchattacks.APGDT(model, norm=s.norm, eps=s.eps, steps=s.steps, n_restarts=1, rho=0.75, n_classes=num_classes, seed=seed)
+    apgdt.n_target_classes = targets  # torchattacks targets every other class; the reference the top 9
+    parts = [ce, apgdt]
+    if s.name == "autoattack":
+        fab = torchattacks.FAB(model, norm=s.norm, eps=s.eps, steps=s.steps, n_restarts=1, multi_targeted=True,
+                               n_classes=num_classes, seed=seed)
+        fab.n_target_classes = targets
+        parts += [fab, _square(s, model, AA_SQUARE_QUERIES, seed)]
+    # each attack runs only on the images every earlier one failed on: per-image worst case
+    return torchattacks.MultiAttack(parts)
+
 def build_attack(
     spec: AttackSpec | str,  # the attack (a spec or a string for `AttackSpec.parse`)
     model: nn.Module,  # classifier taking [0, 1] images
     num_classes: int | None = None,  # classes of the model (AutoAttack needs it); default from the model
-    seed: int = 0,  # AutoAttack's seed
+    seed: int = 0,  # seed of APGD, AutoAttack and Square
 ) -> torchattacks.Attack:
     "The torchattacks object that runs `spec` against `model`."
     s = AttackSpec.parse(spec)
@@ -147,9 +188,8 @@ def build_attack(
     if s.name == "tpgd": return torchattacks.TPGD(model, eps=s.eps, alpha=s.step_size, steps=s.steps)
     if s.name == "apgd": return torchattacks.APGD(model, norm=s.norm, eps=s.eps, steps=s.steps, seed=seed)
     if s.name == "cw": return torchattacks.CW(model, c=s.c, kappa=s.kappa, steps=s.steps, lr=s.lr)
-    if s.name == "autoattack":
-        return torchattacks.AutoAttack(model, norm=s.norm, eps=s.eps, version="standard",
-                                       n_classes=num_classes or num_classes_of(model), seed=seed)
+    if s.name == "square": return _square(s, model, s.steps, seed)
+    if s.name in ("autoattack", "apgd-ce+apgd-t"): return _autoattack(s, model, num_classes or num_classes_of(model), seed)
     raise ValueError(f"Attack {s.name!r} has nothing to build (it is the clean pass-through).")
 
 # %% ../nbs/02_attacks.ipynb #6374ef5c

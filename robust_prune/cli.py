@@ -74,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None, help="checkpoint written by robust-prune (default: the demo digits model)")
     e.add_argument("--attack", action="append", default=None,
                    help="attack to report, repeatable, e.g. --attack fgsm:eps=8/255 --attack pgd:eps=8/255,steps=20 "
-                        "(default: FGSM and PGD-20 at eps 0.1 on digits, 8/255 otherwise)")
+                        "(default: PGD-20 and APGD-CE+APGD-T, the gradient stages of AutoAttack, at eps 0.1 on digits, 8/255 otherwise; full AutoAttack: --attack autoattack:eps=...)")
     e.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many test samples")
     e.add_argument("--json", default=None, help="also write the report to this JSON file")
+    e.add_argument("--sanity", action="store_true", help="also run the gradient-masking checks (PGD >= AutoAttack, black-box Square >= "
+                   "white-box, accuracy -> 0 as eps grows, more PGD steps never help) on the first 256 test images (or "
+                   "--max-samples) at the budget of the first --attack (default: the data set's eps); failed checks are flagged")
 
     r = sub.add_parser("run", help="prune a model with MRPF and compare it with uniform pruning at the same budget (default: digits demo)",
                        description="Run MRPF end to end: fixed adversarial batch -> Module Robustness Sensitivity -> per-group "
@@ -96,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=SUPPRESS, help="fine-tuning learning rate (default 0.01)")
     r.add_argument("--optimizer", default=SUPPRESS, help="sgd (default), adam, adamw")
     r.add_argument("--eval-attack", dest="eval_attacks", action="append", default=SUPPRESS,
-                   help="evaluation attack, repeatable (default: FGSM and PGD-20 at eps 0.1 on digits, 8/255 otherwise)")
+                   help="evaluation attack, repeatable (default: PGD-20 and APGD-CE+APGD-T at eps 0.1 on digits, 8/255 otherwise; full AutoAttack: autoattack:eps=...)")
     r.add_argument("--eval-samples", type=int, default=SUPPRESS, help="evaluate on at most this many test samples")
     r.add_argument("--out", dest="output_dir", default=SUPPRESS, help="folder for the artefacts (default runs/mrpf)")
 
@@ -148,7 +151,7 @@ def cmd_evaluate(args) -> int:
     "`robust-prune evaluate`."
     from robust_prune.data import get_loaders
     from robust_prune.models import load_checkpoint
-    from robust_prune.evaluation import evaluate
+    from robust_prune.evaluation import default_attacks, evaluate
     from robust_prune.finetune import robust_digits_model, DIGITS_EPS
     from robust_prune.attacks import AttackSpec
     from robust_prune.data import dataset_info
@@ -165,11 +168,27 @@ def cmd_evaluate(args) -> int:
     dls = get_loaders(args.dataset, batch_size=args.batch_size, root=args.data_root, download=args.download, size=size,
                       channels=model.arch_config["input_shape"][0], seed=args.seed)
     eps = DIGITS_EPS if args.dataset == "digits" else 8 / 255
-    attacks = [AttackSpec.parse(a) for a in args.attack] if args.attack else [AttackSpec("fgsm", eps), AttackSpec("pgd", eps, steps=20)]
+    attacks = [AttackSpec.parse(a) for a in args.attack] if args.attack else default_attacks(eps)
     report = evaluate(model, dls.test, attacks, name=name, max_samples=args.max_samples, seed=args.seed)
     print(report)
-    if args.json: _writable(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    sanity = _sanity(model, dls.test, attacks, eps, args) if args.sanity else None
+    if sanity is not None: print(sanity)
+    if args.json: _writable(args.json).write_text(json.dumps(report.to_dict() | ({"sanity": sanity.to_dict()} if sanity else {}), indent=2))
     return 0
+
+# %% ../nbs/10_cli.ipynb #5c9e2b10
+def _sanity(model, test, attacks, eps: float, args):
+    "The gradient-masking checks of `evaluate --sanity`, on the first test images, at the first attack's budget."
+    import torch
+    from robust_prune.evaluation import sanity_checks
+    n = min(256, args.max_samples or 256)
+    xs, ys, have = [], [], 0
+    for xb, yb in test:
+        xs.append(xb); ys.append(yb); have += len(yb)
+        if have >= n: break
+    spec = next((a for a in attacks if a.name != "none" and a.eps > 0), None)
+    eps, norm = (spec.eps, spec.norm) if spec is not None else (eps, "Linf")
+    return sanity_checks(model, torch.cat(xs)[:n], torch.cat(ys)[:n], eps, norm=norm, seed=args.seed)
 
 # %% ../nbs/10_cli.ipynb #a2988338
 _NOT_CONFIG = {"command", "config", "quiet", "compare", "per_layer", "json", "html"}

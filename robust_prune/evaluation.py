@@ -18,7 +18,7 @@ from .finetune import distributed_accuracy
 
 # %% auto #0
 __all__ = ['input_shape_of', 'count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports',
-           'format_table', 'evaluate']
+           'format_table', 'evaluate', 'default_attacks', 'SanityReport', 'sanity_checks']
 
 # %% ../nbs/07_evaluation.ipynb #6fbb6eb2
 def input_shape_of(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -171,3 +171,101 @@ def evaluate(
         latency_ms=measure_latency(model, input_shape, batch_size=latency_batch) if latency else None,
         latency_batch=latency_batch, device=str(next(model.parameters()).device),
         attacks=[s.to_dict() for s in specs if s.name != "none"])
+
+# %% ../nbs/07_evaluation.ipynb #0d5f1c2a
+def default_attacks(
+    eps: float,  # the L∞ budget, in [0, 1] pixel units
+    full: bool = False,  # the full AutoAttack instead of its APGD-CE+APGD-T stages
+) -> list[AttackSpec]:
+    "The attacks an evaluation reports when none are named: PGD-20 and APGD-CE+APGD-T (or AutoAttack) at `eps`."
+    return [AttackSpec("pgd", eps, steps=20), AttackSpec("autoattack" if full else "apgd-ce+apgd-t", eps)]
+
+# %% ../nbs/07_evaluation.ipynb #76ff1569
+@dataclass
+class SanityReport:
+    "The gradient-masking checks on one batch: the accuracies measured and, per check, whether it passed."
+    eps: float  # the budget the checks are about
+    norm: str  # Linf or L2
+    n_samples: int  # images in the batch
+    accuracies: dict[str, float] = field(default_factory=dict)  # attack label -> accuracy on the batch
+    checks: list[dict] = field(default_factory=list)  # {"check", "passed", "detail"} per check
+
+    @property
+    def passed(self) -> bool:
+        "True when every check passed."
+        return all(c["passed"] for c in self.checks)
+
+    @property
+    def failed(self) -> list[str]:
+        "Names of the checks that failed."
+        return [c["check"] for c in self.checks if not c["passed"]]
+
+    def to_dict(self) -> dict:
+        "JSON-safe dict."
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SanityReport":
+        "Inverse of `to_dict`."
+        return cls(**d)
+
+    def __str__(self) -> str:
+        from robust_prune.attacks import format_pixels
+        width = max(len(c["check"]) for c in self.checks) if self.checks else 0
+        lines = [f"gradient-masking checks ({self.norm}, eps {format_pixels(self.eps)}, {self.n_samples} images):"]
+        lines += [f"  {'ok    ' if c['passed'] else 'FAILED'}  {c['check']:{width}s}  {c['detail']}" for c in self.checks]
+        lines.append("  all checks passed" if self.passed else f"  WARNING: {len(self.failed)} check(s) failed: robust accuracy may be overstated")
+        return "\n".join(lines)
+
+# %% ../nbs/07_evaluation.ipynb #55ac5ac3
+def sanity_checks(
+    model: nn.Module,  # classifier taking [0, 1] images
+    x: torch.Tensor,  # clean images [N, C, H, W] in [0, 1]
+    y: torch.Tensor,  # integer labels [N]
+    eps: float | str,  # the budget to check (pixel units; `8/255` style strings work)
+    norm: str = "Linf",  # Linf or L2
+    attack: str | AttackSpec = "apgd-ce+apgd-t",  # the AutoAttack to check: its gradient stages (default) or `autoattack` (its budget is `eps`)
+    pgd_steps: Sequence[int] = (10, 20, 100),  # PGD iterations compared with each other; the first is compared with `attack`
+    eps_growth: Sequence[float] = (2, 4),  # budgets eps·k checked on the way to the largest one
+    square_queries: int = 5000,  # queries of the black-box Square attack
+    zero_acc: float = 0.05,  # accuracy allowed at the largest budget (L∞: 1, the whole pixel range; L2: the image diameter)
+    tol: float = 0.005,  # accuracy by which a check may miss (at least one image), for the noise of random starts
+    seed: int = 0,  # seed of every attack
+) -> SanityReport:
+    "Flag the symptoms of gradient masking: PGD ≥ AA, black-box Square ≥ white-box AA, accuracy → 0 as eps grows, more PGD steps never help."
+    from robust_prune.attacks import accuracy, check_batch, format_pixels, num_classes_of, parse_number, perturb
+    eps = parse_number(eps)
+    given = AttackSpec.parse(attack)
+    if given.name not in ("autoattack", "apgd-ce+apgd-t"): raise ValueError(f"attack must be 'autoattack' or 'apgd-ce+apgd-t', got {attack!r}.")
+    aa = AttackSpec(given.name, eps, steps=given.steps, norm=norm)  # validates eps and norm
+    if not pgd_steps or any(int(k) != k or k < 1 for k in pgd_steps): raise ValueError(f"pgd_steps must be integers >= 1, got {pgd_steps!r}.")
+    if any(not k > 1 for k in eps_growth): raise ValueError(f"eps_growth factors must be > 1, got {eps_growth!r}.")
+    if not 0 <= zero_acc < 1 or not 0 <= tol < 1: raise ValueError("zero_acc and tol must lie in [0, 1).")
+    check_batch(x, y, num_classes_of(model))
+    pgd = (lambda e, k: AttackSpec("pgd", e, steps=k)) if norm == "Linf" else (lambda e, k: AttackSpec("pgd-l2", e, steps=k))
+    largest = 1.0 if norm == "Linf" else float(x[0].numel()) ** 0.5  # L2: the distance between an all-black and an all-white image
+    acc: dict[str, float] = {}
+    def run(spec: AttackSpec) -> float:
+        if spec.label not in acc: acc[spec.label] = accuracy(model, perturb(model, x, y, spec, seed=seed), y)
+        return acc[spec.label]
+    slack = max(tol, 1 / len(y))
+    checks = []
+    def check(name: str, passed: bool, detail: str): checks.append(dict(check=name, passed=bool(passed), detail=detail))
+    pct = lambda a: f"{100 * a:.2f}%"
+
+    a_aa = run(aa)
+    steps = sorted(int(k) for k in pgd_steps)
+    a_pgd = [run(pgd(eps, k)) for k in steps]
+    first = pgd(eps, steps[0]).label
+    check("PGD >= AutoAttack", a_pgd[0] >= a_aa - slack, f"{first} {pct(a_pgd[0])} vs {aa.label} {pct(a_aa)}")
+    sq = AttackSpec("square", eps, norm=norm, steps=square_queries)
+    a_sq = run(sq)
+    check("black-box Square >= white-box", a_sq >= a_aa - slack, f"{sq.label} {pct(a_sq)} vs {aa.label} {pct(a_aa)}")
+    budgets = sorted({eps * k for k in eps_growth if eps * k < largest} | {largest})
+    seq = [run(pgd(e, 20)) for e in (eps, *budgets)]
+    rises = [i for i in range(1, len(seq)) if seq[i] > seq[i - 1] + slack]
+    check("accuracy -> 0 as eps grows", not rises and seq[-1] <= zero_acc,
+          "PGD-20 at eps " + ", ".join(f"{format_pixels(e)}: {pct(a)}" for e, a in zip([eps, *budgets], seq)))
+    rises = [i for i in range(1, len(a_pgd)) if a_pgd[i] > a_pgd[i - 1] + slack]
+    check("more PGD steps never raise accuracy", not rises, ", ".join(f"PGD-{k} {pct(a)}" for k, a in zip(steps, a_pgd)))
+    return SanityReport(eps=eps, norm=norm, n_samples=len(y), accuracies=acc, checks=checks)

@@ -18,7 +18,7 @@ import torch.nn as nn
 from .allocation import RULES, Allocation, CostModel, allocate
 from .attacks import AttackSpec, adversarial_batch
 from .data import dataset_info, get_loaders
-from .evaluation import RobustnessReport, evaluate, format_table
+from .evaluation import RobustnessReport, default_attacks, evaluate, format_table
 from .finetune import DIGITS_EPS, History, finetune, robust_digits_model, _check_method
 from .models import ARCHITECTURES, create_model, load_checkpoint, save_checkpoint
 from .mrs import MRSReport, compute_mrs
@@ -60,7 +60,7 @@ class MRPFConfig:
     schedule: str = "cosine"  # cosine, step, constant, onecycle
     beta: float = 6.0  # TRADES / MART weight
     train_attack: str | None = None  # fine-tuning attack (default: PGD-5 at the data set's eps on digits, PGD-10 otherwise)
-    eval_attacks: list[str] | None = None  # evaluation attacks (default: FGSM and PGD-20 at the data set's eps)
+    eval_attacks: list[str] | None = None  # evaluation attacks (default: `default_attacks`: PGD-20 and APGD-CE+APGD-T at the data set's eps)
     eval_samples: int | None = None  # evaluate on at most this many test samples
     seed: int = 0  # seed of everything random
     device: str | None = None  # cpu, cuda, cuda:N (default: cuda when available)
@@ -100,7 +100,7 @@ class MRPFConfig:
         mrs = AttackSpec.parse(self.mrs_attack) if self.mrs_attack else AttackSpec("pgd", self.eps, steps=10)
         steps = 5 if dataset_info(self.dataset).name == "digits" else 10
         train = AttackSpec.parse(self.train_attack) if self.train_attack else AttackSpec("pgd", self.eps, steps=steps)
-        ev = [AttackSpec.parse(a) for a in self.eval_attacks] if self.eval_attacks else [AttackSpec("fgsm", self.eps), AttackSpec("pgd", self.eps, steps=20)]
+        ev = [AttackSpec.parse(a) for a in self.eval_attacks] if self.eval_attacks else default_attacks(self.eps)
         return mrs, train, ev
 
     def to_dict(self) -> dict:

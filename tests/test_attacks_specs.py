@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from robust_prune.attacks import AttackSpec, perturb, adversarial_batch, robust_accuracy
+from robust_prune.attacks import AttackSpec, build_attack, format_pixels, parse_number, perturb, adversarial_batch, robust_accuracy
 from robust_prune.data import get_loaders
 from robust_prune.models import create_model
 
@@ -30,7 +30,9 @@ def batch():
 
 
 @pytest.mark.parametrize("text", ["fgsm:eps=0.1", "pgd:eps=0.1,steps=3", "pgd-l2:eps=0.5,steps=3",
-                                  "tpgd:eps=0.1,steps=2", "cw:eps=0.5,steps=5", "apgd:eps=0.1,steps=3"])
+                                  "tpgd:eps=0.1,steps=2", "cw:eps=0.5,steps=5", "apgd:eps=0.1,steps=3",
+                                  "autoattack:eps=0.1,steps=5", "autoattack:eps=0.5,norm=L2,steps=5",
+                                  "apgd-ce+apgd-t:eps=0.1,steps=5", "square:eps=0.1,steps=50", "square:eps=0.5,norm=L2,steps=50"])
 def test_each_attack_stays_within_budget_and_pixel_range(batch, text):
     x, y = batch
     model = create_model(seed=0)
@@ -64,3 +66,27 @@ def test_robust_accuracy_counts_each_attack_separately(batch):
     accs, n = robust_accuracy(model, [batch, batch], ["fgsm:eps=0.1", "pgd:eps=0.1,steps=2"], max_samples=24)
     assert n == 24 and set(accs) == {"clean", "FGSM (Linf, 0.1)", "PGD-2 (Linf, 0.1)"}
     assert all(0 <= v <= 1 for v in accs.values())
+
+
+def test_autoattack_is_built_with_the_reference_settings_and_honours_steps():
+    model = create_model(seed=0)
+    ce, apgdt, fab, square = build_attack("autoattack:eps=8/255", model).attacks
+    assert [ce.steps, apgdt.steps, fab.steps] == [100, 100, 100] and ce.loss == "ce"
+    assert [ce.n_restarts, apgdt.n_restarts, fab.n_restarts, square.n_restarts] == [1, 1, 1, 1]
+    assert apgdt.n_target_classes == 9 and fab.n_target_classes == 9 and fab.multi_targeted
+    assert square.n_queries == 5000 and square.p_init == 0.8 and square.rescale_schedule is False
+    assert [a.steps for a in build_attack("autoattack:eps=8/255,steps=7", model).attacks[:3]] == [7, 7, 7]
+    assert [type(a).__name__ for a in build_attack("apgd-ce+apgd-t:eps=0.1", model).attacks] == ["APGD", "APGDT"]
+
+
+def test_only_the_standard_autoattack_is_labelled_autoattack():
+    assert AttackSpec.parse("aa:eps=8/255").label == "AutoAttack (Linf, 8/255)"
+    assert AttackSpec.parse("autoattack:eps=0.5,norm=L2").label == "AutoAttack (L2, 0.5)"
+    assert AttackSpec.parse("autoattack:eps=8/255,steps=10").label == "non-standard AutoAttack-10 (Linf, 8/255)"
+    assert AttackSpec.parse("apgd-ce+apgd-t:eps=0.2").label == "APGD-CE+APGD-T-100 (Linf, 0.2)"
+    assert AttackSpec.parse("square:eps=0.2").label == "Square-5000 (Linf, 0.2)"
+
+
+@pytest.mark.parametrize("eps,text", [(8 / 255, "8/255"), (0.1, "0.1"), (0.2, "0.2"), (2 / 255, "2/255"), (0.5, "0.5"), (1 / 7, "0.14285714285714285")])
+def test_budgets_are_printed_exactly(eps, text):
+    assert format_pixels(eps) == text and parse_number(text) == eps

@@ -42,3 +42,18 @@ def test_train_then_evaluate_checkpoint(tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_samples"] == 100 and "FGSM (Linf, 0.1)" in report["robust_acc"]
+
+
+def test_evaluate_sanity_prints_and_saves_every_gradient_masking_check_flagged(tmp_path):
+    ckpt = tmp_path / "m.pt"
+    assert run("train", "--epochs", "1", "--out", str(ckpt), "--attack", "pgd:eps=0.1,steps=2").returncode == 0
+    out = run("evaluate", "--checkpoint", str(ckpt), "--attack", "pgd:eps=0.1,steps=10", "--max-samples", "32",
+              "--sanity", "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    sanity = json.loads((tmp_path / "r.json").read_text())["sanity"]
+    assert [c["check"] for c in sanity["checks"]] == ["PGD >= AutoAttack", "black-box Square >= white-box",
+                                                       "accuracy -> 0 as eps grows", "more PGD steps never raise accuracy"]
+    assert sanity["n_samples"] == 32 and "gradient-masking checks (Linf, eps 0.1, 32 images)" in out.stdout
+    for c in sanity["checks"]:  # every check is printed on its own line, flagged when it failed
+        line = next(l for l in out.stdout.splitlines() if c["check"] in l)
+        assert line.split()[0] == ("ok" if c["passed"] else "FAILED")
