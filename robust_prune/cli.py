@@ -32,7 +32,8 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     S = SUPPRESS
     p.add_argument("--config", default=None, help="YAML or JSON file of MRPFConfig settings")
     p.add_argument("--dataset", default=S, help="data set: digits (embedded, default), cifar10, cifar100, svhn, tiny-imagenet")
-    p.add_argument("--arch", default=S, help="architecture of a model trained here: digits_resnet (default), resnet18, resnet50, vgg16_bn, mobilevit_xs")
+    p.add_argument("--arch", default=S, help="architecture of a model trained here: digits_resnet (default), resnet18, resnet50, vgg16_bn, mobilevit_xs, "
+                   "or any classifier as torchvision:NAME, timm:NAME, module:function (with --size for its input)")
     p.add_argument("--checkpoint", default=S, help="the trained model to prune (default on digits: the demo's robust model, trained on first use)")
     p.add_argument("--data-root", default=S, help="folder holding the data set files (default: $ROBUST_PRUNE_DATA or ./data)")
     p.add_argument("--download", action="store_true", default=S, help="download the data set if its files are missing")
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model adversarially from scratch and save a checkpoint",
                        description="Train ARCH on DATASET with an adversarial loss and save the result as a checkpoint.")
     _common(t)
-    t.add_argument("--arch", default="digits_resnet", help="resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet (default)")
+    t.add_argument("--arch", default="digits_resnet", help="resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet (default), "
+                   "or torchvision:NAME, timm:NAME, module:function (any classifier taking num_classes)")
     t.add_argument("--method", default="pgd-at", help="trades, pgd-at (default), mart or clean")
     t.add_argument("--attack", default="pgd:eps=0.1,steps=5", help="training attack, e.g. pgd:eps=8/255,steps=10 (default pgd:eps=0.1,steps=5)")
     t.add_argument("--epochs", type=int, default=6, help="epochs (default 6)")

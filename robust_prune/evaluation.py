@@ -15,19 +15,13 @@ import torch.nn as nn
 
 from .attacks import AttackSpec, robust_accuracy
 from .finetune import distributed_accuracy
+from .models import input_shape_of  # the one place that knows a model's input shape
 
 # %% auto #0
-__all__ = ['input_shape_of', 'count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports',
-           'format_table', 'evaluate', 'default_attacks', 'SanityReport', 'sanity_checks']
+__all__ = ['count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports', 'format_table', 'evaluate',
+           'default_attacks', 'SanityReport', 'sanity_checks']
 
 # %% ../nbs/07_evaluation.ipynb #6fbb6eb2
-def input_shape_of(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
-    "The (C, H, W) a model takes: `input_shape` if given, else the one recorded by `create_model`."
-    if input_shape is not None: return tuple(int(s) for s in input_shape)
-    cfg = getattr(model, "arch_config", None)
-    if isinstance(cfg, dict) and "input_shape" in cfg: return tuple(cfg["input_shape"])
-    raise ValueError("Cannot tell the model's input shape; pass input_shape=(C, H, W).")
-
 def count_params(model: nn.Module) -> int:
     "Number of parameters."
     return sum(p.numel() for p in model.parameters())
