@@ -69,7 +69,7 @@ class CostModel:
         self.round_to, self.min_channels = self.mg.round_to, int(min_channels)
         x = self.mg.example_inputs
         self.layers: dict[str, _Layer] = {}
-        positions, self.calls, fixed_macs = self._profile(model, x)
+        positions, self.calls, fixed_macs, shadow = self._profile(model, x)
         counted = _counter_types()
         for n, m in model.named_modules():
             own = dict(m.named_parameters(recurse=False))
@@ -82,7 +82,7 @@ class CostModel:
                     c = big[-1] if big else 1
                     self.layers[pn] = _Layer(pn, "param", c, 1, 0, 0.0, p.numel() / c, 1, counted=False)
                 continue
-            self.layers[n] = self._describe(n, m, kind, positions.get(n, 1), type(m) in counted)
+            self.layers[n] = self._describe(n, m, kind, positions.get(n, 1), type(m) in counted and n not in shadow)
         self.total_params = sum(p.numel() for p in model.parameters())
         self.groups = self.mg.names
         self.channels = self.mg.channels
@@ -121,11 +121,17 @@ def _describe(n: str, m: nn.Module, kind: str, positions: int, counted: bool) ->
     return _Layer(n, "norm", c, c, 0, 0.0, own / c, positions, mac_factor=(2.0 if affine else 1.0) if counted else 0.0, counted=counted)
 
 def _profile(model: nn.Module, x: torch.Tensor):
-    "One forward pass: output positions of every layer, each call of an activation or pooling layer with the layer that produced its input, and the MACs of every other counted layer (fixed)."
+    "One forward pass: output positions of every layer, each call of an activation or pooling layer with the layer that produced its input, the MACs of every other counted layer (fixed), and the layers the counter does not reach."
     out, calls, hooks, producer, recent = {}, [], [], {}, []
     counted = _counter_types()
     modeled = (nn.modules.conv._ConvNd, nn.Linear) + _norm_types()
+    # the counter stops at a module it knows (timm's attention): what lies inside is counted by that module's formula
+    roots, shadow = [], set()
     for n, m in model.named_modules():
+        if any(n.startswith(r + ".") for r in roots): shadow.add(n)
+        elif type(m) in counted and next(m.children(), None) is not None and not isinstance(m, modeled): roots.append(n)
+    for n, m in model.named_modules():
+        if n in shadow: continue
         if isinstance(m, modeled):
             def hook(mod, inp, o, n=n):
                 channels_last = isinstance(mod, (nn.Linear, nn.LayerNorm))
@@ -153,10 +159,11 @@ def _profile(model: nn.Module, x: torch.Tensor):
         model.eval()
         _, _, flops, _ = tp.utils.count_ops_and_params(model, x[:1], layer_wise=True)
     fixed = 0
-    for m, f in flops.items():
-        leaf = next(m.children(), None) is None
-        if f and leaf and type(m) in counted and not isinstance(m, modeled + _ACTIVATIONS + _POOLS): fixed += f  # attention and the like: never pruned
-    return out, calls, fixed
+    names = {id(m): n for n, m in model.named_modules()}
+    for m, f in flops.items():  # attention blocks and the like: counted by the counter's own formula, never pruned
+        n = names.get(id(m))
+        if f and n not in shadow and type(m) in counted and not isinstance(m, modeled + _ACTIVATIONS + _POOLS): fixed += f
+    return out, calls, fixed, shadow
 
 CostModel._kind, CostModel._describe, CostModel._profile = staticmethod(_kind), staticmethod(_describe), staticmethod(_profile)
 
