@@ -42,8 +42,10 @@ def resolve_ignored(
     return list({id(s): s for m in out for s in m.modules()}.values())
 
 # %% ../nbs/02a_groups.ipynb #46fa64f4
-def check_forward(model: nn.Module, x: torch.Tensor) -> None:
-    "Run `model` once on `x` (eval mode, no gradients; modes restored), or say in one line why it does not run."
+def check_forward(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+    "Run `model` once on `x` (eval mode, no gradients; modes restored) or say in one line why it does not run; returns the last convolution or linear layer called (the classifier, whatever its name)."
+    last, hooks = [], [m.register_forward_hook(lambda mod, i, o: last.append(mod))
+                       for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     try:
         with restore_modes(model), torch.no_grad():
             model.eval()
@@ -52,6 +54,9 @@ def check_forward(model: nn.Module, x: torch.Tensor) -> None:
         msg = (str(e).strip().splitlines() or [""])[0][:200]
         raise ValueError(f"The model does not run on inputs of shape {tuple(x.shape)} ({type(e).__name__}: {msg}); "
                          "pass example inputs of the shape it takes.") from None
+    finally:
+        for h in hooks: h.remove()
+    return last[-1:]
 
 _OP_WORDS = {"RESHAPE": "a reshape (view / flatten / channel shuffle)", "CONCAT": "a concatenation",
              "SPLIT": "a split or chunk", "ELEMENTWISE": "an element-wise operation", "UNBIND": "an unbind",
@@ -131,7 +136,7 @@ def kept_channels(
     if n <= 0: return C
     if round_to:
         keep = C - n
-        n = min(L, C - (keep - keep % round_to)) if G == 1 else min(L, max(0, C - (keep - keep % round_to)))
+        n = min(L, max(0, C - (keep - keep % round_to)))
     return max(C - G * n, 0)
 
 def torch_pruning_ratio(
@@ -192,20 +197,6 @@ def _params_of(obj, names: dict, pnames: dict) -> dict[str, list[int]]:
     if prefix is None: return {}
     return {(f"{prefix}.{k}" if prefix else k): list(p.shape) for k, p in obj.named_parameters(recurse=False)}
 
-def _output_layers(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
-    "The last convolution or linear layer a forward pass calls: the classifier, whatever its name."
-    last, hooks = [], []
-    for m in model.modules():
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-            hooks.append(m.register_forward_hook(lambda mod, i, o: last.append(mod)))
-    try:
-        with restore_modes(model), torch.no_grad():
-            model.eval()
-            model(x)
-    finally:
-        for h in hooks: h.remove()
-    return last[-1:]
-
 # %% ../nbs/02a_groups.ipynb #64a8c19a
 class ModelGroups:
     "torch-pruning's dependency groups of a model, walked once: names, members (modules and bare parameters), channels."
@@ -217,11 +208,11 @@ class ModelGroups:
                 ):
         import torch_pruning as tp
         x = example_input(model, example_inputs)[:1]
-        check_forward(model, x)
+        outputs = check_forward(model, x)  # one forward: the inputs fit, and which layer is the classifier
         self.model, self.example_inputs, self.round_to = model, x, round_to
         self.module_names = {id(m): n for n, m in model.named_modules()}
         self.param_names = {id(p): n for n, p in model.named_parameters()}
-        extra = [m for m in _output_layers(model, x) if m not in unprunable_layers(model)]
+        extra = [m for m in outputs if m not in unprunable_layers(model)]
         self.ignored = resolve_ignored(model, list(ignored_layers or []) + extra)
         self.ignored_names = sorted({self.module_names[id(m)] for m in self.ignored if id(m) in self.module_names})
         with restore_modes(model), torch_pruning_errors(model, "trace"), warnings.catch_warnings():
