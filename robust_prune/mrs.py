@@ -22,7 +22,8 @@ from .attacks import check_batch, num_classes_of, restore_modes
 from .models import rebuild, unprunable_layers
 
 # %% auto #0
-__all__ = ['BATCH_MODES', 'SEARCHES', 'METHODS', 'initial_state', 'LossEvaluator', 'GroupScore', 'MRSReport', 'compute_mrs']
+__all__ = ['BATCH_MODES', 'SIGMA_STEP', 'SEARCHES', 'METHODS', 'initial_state', 'LossEvaluator', 'GroupScore', 'MRSReport',
+           'compute_mrs']
 
 # %% ../nbs/03_mrs.ipynb #fe9ccd77
 def _dedupe(items: Iterable) -> list: return list(dict.fromkeys(items))
@@ -101,6 +102,14 @@ class _Focus:
         self.args_cl = self.args if x.device.type != "cpu" else tuple(
             a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in self.args)
         self.touched, self.total = len(touched), len(nodes)
+        # which reused values hold one row per image (computed from the images, batch first): those a slice of the
+        # images cuts; None when a value computed from the images does not have the batch first (no slicing then)
+        from_x = set()
+        for n in nodes:
+            if n.op == "placeholder" or any(a in from_x for a in n.all_input_nodes): from_x.add(n)
+        rows = [a in from_x for a in inputs]
+        ok = all(isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(x) for v, r in zip(self.args, rows) if r)
+        self.rows = tuple(rows) if ok else None
 
 def _run_untouched(gm, touched: set, wanted: list, x: torch.Tensor) -> tuple:
     "Run every operation outside `touched` (in graph order, in-place ones included) and return the values of `wanted`."
@@ -130,11 +139,17 @@ class LossEvaluator:
                  batch: str = "auto",  # how copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU, loop on a CPU
                  max_batch: int = 4096,  # vmap: images per batched forward, so copies per forward = max(1, max_batch // len(x))
                  reuse: bool = True,  # after `focus`, compute what the focused tensors cannot change only once
+                 slices: int = 1,  # `losses`: copy b is evaluated on slice b % slices of the batch (1: every copy on the whole batch)
                 ):
         if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
         if batch == "auto": batch = "vmap" if x.device.type != "cpu" else "loop"  # the faster one on each (BENCHMARKS.md)
-        self.model, self.x, self.y, self.batch, self.reuse = model, x, y, batch, reuse
-        self.chunk = max(1, int(max_batch) // len(x)) if batch == "vmap" else 1  # copies evaluated at once
+        if int(slices) != slices or not 1 <= slices <= len(x): raise ValueError(f"slices must be an integer in [1, {len(x)}] (the batch size), got {slices!r}.")
+        self.model, self.x, self.y, self.batch, self.reuse, self.slices = model, x, y, batch, reuse, int(slices)
+        # slices of near-equal size (they differ by one image at most); as an index matrix padded with image 0, and its mask
+        idx = torch.arange(len(x), device=x.device).tensor_split(self.slices)
+        self._rows = torch.stack([torch.cat([i, i.new_zeros(len(idx[0]) - len(i))]) for i in idx])
+        self._mask = torch.stack([torch.arange(len(idx[0]), device=x.device) < len(i) for i in idx]).to(x.dtype)
+        self.chunk = max(1, int(max_batch) // len(idx[0])) if batch == "vmap" else 1  # copies evaluated at once
         self.forwards = 0  # perturbed copies evaluated so far
         self._gm, self._focus = None, None
         self.note = ""  # why activations are not reused, if they are not
@@ -162,26 +177,28 @@ class LossEvaluator:
         try: self._focus = _Focus(gm, names, self.x)
         except ValueError: self._focus = None  # evaluated whole
 
-    def _target(self, tensors: dict[str, torch.Tensor]) -> tuple[nn.Module, tuple]:
-        "The module that computes the logits with `tensors` substituted, and its inputs: the focused part where it covers them."
+    def _target(self, tensors: dict[str, torch.Tensor], sliced: bool = False) -> tuple[nn.Module, tuple, tuple]:
+        "The module that computes the logits with `tensors` substituted, its inputs (the focused part where it covers them) and which inputs hold one row per image."
         f = self._focus
-        if f is not None and tensors and f.names.issuperset(tensors): return f.sub, (f.args if torch.is_grad_enabled() else f.args_cl)
-        return self.model, (self.x,)
+        if f is not None and tensors and f.names.issuperset(tensors) and not (sliced and f.rows is None):
+            return f.sub, (f.args if torch.is_grad_enabled() else f.args_cl), (f.rows or (False,) * len(f.args))
+        return self.model, (self.x,), (True,)
 
     def loss(self, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         "Loss with `tensors` (name → value) in place of the model's own (none: the model as it is)."
         from torch.func import functional_call
         self.forwards += 1
-        mod, args = self._target(tensors or {})
+        mod, args, _ = self._target(tensors or {})
         return F.cross_entropy(functional_call(mod, tensors or {}, args), self.y)
 
     @torch.no_grad()
-    def losses(self, stacked: dict[str, torch.Tensor]) -> torch.Tensor:
-        "Losses of B copies; `stacked` maps names to tensors with a leading copy dimension B."
+    def losses(self, stacked: dict[str, torch.Tensor], first: int = 0) -> torch.Tensor:
+        "Losses of B copies; `stacked` maps names to tensors with a leading copy dimension B. With slices, copy b sees slice (first + b) % slices."
+        if self.slices > 1: return self._sliced_losses(stacked, first)
         B = next(iter(stacked.values())).shape[0]
         if self.batch == "loop": return torch.stack([self.loss({n: v[b] for n, v in stacked.items()}) for b in range(B)])
         from torch.func import functional_call, vmap
-        mod, args = self._target(stacked)
+        mod, args, _ = self._target(stacked)
         one = lambda t: F.cross_entropy(functional_call(mod, t, args), self.y)
         out = []
         for i in range(0, B, self.chunk):
@@ -193,11 +210,48 @@ class LossEvaluator:
             self.forwards += out[-1].shape[0]
         return torch.cat(out)
 
+    def _sliced_losses(self, stacked: dict[str, torch.Tensor], first: int) -> torch.Tensor:
+        "Copy b on its slice of the batch: its summed cross-entropy × slices / N (over one copy per slice, the batch mean)."
+        from torch.func import functional_call, vmap
+        B = next(iter(stacked.values())).shape[0]
+        mod, args, rows = self._target(stacked, sliced=True)
+        S, N = self.slices, len(self.x)
+        which = (torch.arange(B) + first) % S
+        def one(t, idx, *a):
+            out = functional_call(mod, t, tuple(v[idx] if r else v for v, r in zip(a, rows)))
+            return F.cross_entropy(out, self.y[idx], reduction="sum") * (S / N)
+        if self.batch == "loop":
+            out = []
+            for b in range(B):
+                idx = self._rows[which[b]][self._mask[which[b]].bool()]
+                out.append(one({n: v[b] for n, v in stacked.items()}, idx, *args))
+            self.forwards += B / S
+            return torch.stack(out)
+        # vmap: each copy gets its own rows of every per-image input (gathered before the call, padded with image 0)
+        out = []
+        for i in range(0, B, self.chunk):
+            w = which[i:i + self.chunk]
+            idx, mask = self._rows[w], self._mask[w]
+            sub = tuple(v[idx] if r else v for v, r in zip(args, rows))
+            def g(t, yy, m, *a): return (F.cross_entropy(functional_call(mod, t, a), yy, reduction="none") * m).sum() * (S / N)
+            try: out.append(vmap(g, in_dims=(0, 0, 0) + tuple(0 if r else None for r in rows))(
+                {n: v[i:i + self.chunk] for n, v in stacked.items()}, self.y[idx], mask, *sub))
+            except RuntimeError as e:
+                warnings.warn(f"vmap cannot batch this model ({str(e).splitlines()[0][:120]}); evaluating copies one by one.")
+                self.batch, self.chunk = "loop", 1
+                return torch.cat(out + [self._sliced_losses({n: v[i:] for n, v in stacked.items()}, first + i)])
+            self.forwards += out[-1].shape[0] / S
+        return torch.cat(out)
+
 # %% ../nbs/03_mrs.ipynb #571e7450
-def _sigma_grid(sigmas: Sequence[float] | None, sigma_min: float, sigma_points: int) -> list[float]:
+SIGMA_STEP = 0.01  # default σ grid: each point 1% above the one before
+
+def _sigma_grid(sigmas: Sequence[float] | None, sigma_min: float, sigma_points: int | None) -> list[float]:
     if sigmas is not None: vals = [float(s) for s in sigmas]
     else:
-        if not 0 < sigma_min <= 1 or sigma_points < 1: raise ValueError(f"sigma_min must lie in (0, 1] and sigma_points >= 1, got {sigma_min}, {sigma_points}.")
+        if not 0 < sigma_min <= 1: raise ValueError(f"sigma_min must lie in (0, 1], got {sigma_min!r}.")
+        if sigma_points is None: sigma_points = 1 + math.ceil(math.log(1 / sigma_min) / math.log1p(SIGMA_STEP) - 1e-9)
+        if int(sigma_points) != sigma_points or sigma_points < 1: raise ValueError(f"sigma_points must be an integer >= 1, got {sigma_points!r}.")
         vals = [1.0] if sigma_points == 1 else [sigma_min ** (1 - k / (sigma_points - 1)) for k in range(sigma_points)]
     if not vals or any(not (0 < s <= 1) for s in vals): raise ValueError(f"Every sigma must lie in (0, 1], got {vals}.")
     return sorted(set(vals))
@@ -214,11 +268,17 @@ def _alpha_grid(alphas: int | Sequence[float]) -> list[float]:
 class _Criticality:
     "The feasibility table of one group, evaluated lazily and batched: is E_u[L_adv(θ_i(α, σu))] <= threshold?"
     def __init__(self, ev: LossEvaluator, thF: dict, th0: dict, alphas: list, sigmas: list, draws: int,
-                 threshold: float, gen: torch.Generator, early_exit: bool = True):
+                 threshold: float, gen: torch.Generator, early_exit: bool = True, antithetic: bool = False):
         self.ev, self.thF, self.th0, self.alphas, self.sigmas, self.threshold = ev, thF, th0, alphas, sigmas, threshold
         self.rms = {n: t.pow(2).mean().sqrt() for n, t in thF.items()}
-        # common random numbers: one set of standard-normal draws per group, scaled by every grid point
-        self.z = {n: torch.randn((draws, *t.shape), generator=gen).to(t.device) for n, t in thF.items()}
+        # common random numbers: one set of standard-normal draws per group, scaled by every grid point. A draw is one
+        # noise tensor applied to one slice of the batch (`ev.slices` of them per pass over the batch), so a point
+        # holds draws × slices draws. Antithetic: the second half of the passes repeats the first with the sign flipped
+        # (draw c + copies/2 is −(draw c), on the same slice).
+        self.copies = draws * ev.slices
+        self.antithetic = antithetic
+        half = self.copies // 2 if antithetic else self.copies
+        self.z = {n: torch.randn((half, *t.shape), generator=gen).to(t.device) for n, t in thF.items()}
         self.draws, self.early_exit = draws, early_exit
         self.dist2 = float(sum((thF[n] - th0[n]).pow(2).sum() for n in thF))
         self.table: dict[tuple[int, int], bool] = {}  # (alpha index, sigma index) -> feasible
@@ -228,17 +288,26 @@ class _Criticality:
         return self.alphas[ia] ** 2 * self.dist2 / self.sigmas[js] ** 2
 
     def _stages(self) -> list[tuple[int, int]]:
-        "Slices of the draws evaluated one after the other: one draw at a time in a loop, halves under vmap."
-        if not self.early_exit: return [(0, self.draws)]
-        step = math.ceil(self.draws / 2) if self.ev.batch == "vmap" else 1
-        return [(d, min(d + step, self.draws)) for d in range(0, self.draws, step)]
+        "Ranges of draws evaluated one after the other: one pass over the batch at a time in a loop, halves under vmap."
+        C = self.copies
+        if not self.early_exit: return [(0, C)]
+        step = math.ceil(self.draws / 2) * self.ev.slices if self.ev.batch == "vmap" else self.ev.slices
+        return [(d, min(d + step, C)) for d in range(0, C, step)]
+
+    def _noise(self, n: str, d0: int, d1: int) -> torch.Tensor:
+        "Standard-normal draws d0 … d1 − 1 of tensor `n`."
+        if not self.antithetic: return self.z[n][d0:d1]
+        h = len(self.z[n])
+        parts = [self.z[n][a - (h if a >= h else 0):b - (h if a >= h else 0)] * (-1 if a >= h else 1)
+                 for a, b in ((d0, min(d1, h)), (max(d0, h), d1)) if a < b]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def evaluate(self, points: list[tuple[int, int]]) -> None:
         "Fill the table for `points` (one batched evaluation per `points_per_batch` points and stage of draws)."
         # cross-entropy is never negative, so once the draws evaluated so far sum to more than draws × threshold the
         # mean over all draws is above the threshold whatever the others give: the point is settled. The margin covers
         # the float32 rounding of the mean the full evaluation would compare, so the decision is exactly the same.
-        limit = self.draws * self.threshold * (1 + 1e-7 * (self.draws + 10))
+        limit = self.copies * self.threshold * (1 + 1e-7 * (self.copies + 10))
         points = [p for p in points if p not in self.table]
         for k in range(0, len(points), self.points_per_batch):
             active = points[k:k + self.points_per_batch]
@@ -246,11 +315,11 @@ class _Criticality:
             for d0, d1 in self._stages():
                 if not active: break
                 stacked = {n: torch.cat([((1 - self.alphas[ia]) * self.th0[n] + self.alphas[ia] * self.thF[n]).unsqueeze(0)
-                                         + (self.sigmas[js] * self.rms[n]) * self.z[n][d0:d1] for ia, js in active])
+                                         + (self.sigmas[js] * self.rms[n]) * self._noise(n, d0, d1) for ia, js in active])
                            for n in self.thF}
-                out = self.ev.losses(stacked).view(len(active), d1 - d0)
+                out = self.ev.losses(stacked, d0).view(len(active), d1 - d0)
                 for p, row in zip(active, out): seen[p].append(row)
-                if d1 == self.draws: break
+                if d1 == self.copies: break
                 over = [s > limit for s in torch.stack([torch.cat(seen[p]).double().sum() for p in active]).tolist()]
                 for p, o in zip(active, over):
                     if o: self.table[p] = False
@@ -308,7 +377,21 @@ def _search_bisect(c: _Criticality) -> None:
         c.table[(hi, js)] = True  # known or implied feasible; record it for `best`
         known_ok = hi if known_ok is None else min(known_ok, hi)
 
-SEARCHES = {"grid": _search_grid, "ordered": _search_ordered, "bisect": _search_bisect}
+def _search_root(c: _Criticality) -> None:
+    "Per α (largest first), bisect σ for the largest feasible grid value, assuming feasibility only falls as σ grows; skip α values that cannot beat the best score so far."
+    top = len(c.sigmas) - 1
+    for ia in reversed(range(len(c.alphas))):
+        best = c.best()[0]
+        need = next((js for js in range(top + 1) if c.objective(ia, js) < best), None)  # smallest σ that would beat it
+        if need is None or not c.feasible(ia, need): continue
+        lo, hi = need, top  # invariant: lo feasible, hi infeasible unless lo == hi
+        if c.feasible(ia, hi): continue
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if c.feasible(ia, mid): lo = mid
+            else: hi = mid
+
+SEARCHES = {"root": _search_root, "grid": _search_grid, "ordered": _search_ordered, "bisect": _search_bisect}
 
 # %% ../nbs/03_mrs.ipynb #b4045ab4
 def _gradients(ev: LossEvaluator, thF: dict[str, torch.Tensor]) -> tuple[float, dict[str, torch.Tensor]]:
@@ -346,6 +429,28 @@ class GroupScore(PrunableGroup):
     alpha: float | None = None  # full metric: α at the optimum
     sigma: float | None = None  # full metric: σ at the optimum
     seconds: float = 0.0  # wall time spent on this group
+    samples: list[float] | None = None  # repeated measurement: the score of each noise seed (`score` is their mean)
+
+    @property
+    def std(self) -> float | None:
+        "Standard deviation of the score over the repeated measurements (None: measured once)."
+        if not self.samples or len(self.samples) < 2: return None
+        return _std(self.samples)
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        "95% confidence interval of the mean score over the repeats (Student's t; None: measured once)."
+        if not self.samples or len(self.samples) < 2: return None
+        from scipy.stats import t
+        m, n = self.score, len(self.samples)
+        if not math.isfinite(m): return (m, m)
+        h = float(t.ppf(0.975, n - 1)) * self.std / math.sqrt(n)
+        return (m - h, m + h)
+
+def _std(v: Sequence[float]) -> float:
+    if any(not math.isfinite(x) for x in v): return math.nan
+    m = sum(v) / len(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
 
 def _num(v):  # JSON-safe float: non-finite values as strings
     return None if v is None else (float(v) if math.isfinite(v) else str(float(v)))
@@ -379,28 +484,51 @@ class MRSReport:
 
     def __len__(self) -> int: return len(self.groups)
 
+    @classmethod
+    def combine(cls, reports: Sequence[MRSReport]) -> MRSReport:
+        "One report from repeated measurements of the same groups (e.g. noise seeds): per group the mean score and every sample."
+        reports = list(reports)
+        if not reports: raise ValueError("combine needs at least one report.")
+        first = reports[0]
+        for r in reports[1:]:
+            if r.method != first.method or [g.name for g in r.groups] != [g.name for g in first.groups]:
+                raise ValueError("combine needs reports of the same method over the same groups.")
+        rows = []
+        for k, g in enumerate(first.groups):
+            vals = [s for r in reports for s in (r.groups[k].samples or [r.groups[k].score])]
+            mean = math.inf if any(v == math.inf for v in vals) else sum(vals) / len(vals)
+            rows.append(GroupScore(**PrunableGroup.to_dict(g), score=mean, seconds=sum(r.groups[k].seconds for r in reports),
+                                   samples=vals))
+        seeds = [s for r in reports for s in r.settings.get("seeds", [r.settings.get("seed")])]
+        settings = {k: v for k, v in first.settings.items() if k != "seed"}
+        return cls(first.method, rows, dict(settings, seeds=seeds), first.base_loss,
+                   sum(r.forwards for r in reports), sum(r.seconds for r in reports))
+
 # %% ../nbs/03_mrs.ipynb #b9f169b0
 def _to_frame(self: MRSReport):
     "A pandas DataFrame, one row per group."
     import pandas as pd
     total = sum(g.params for g in self.groups) or 1
-    rows = [dict(group=g.name, score=g.score, alpha=g.alpha, sigma=g.sigma, params=g.params,
+    rows = [dict(group=g.name, score=g.score, **(dict(std=g.std, ci_low=g.ci[0], ci_high=g.ci[1]) if g.samples else {}),
+                 alpha=g.alpha, sigma=g.sigma, params=g.params,
                  param_share=g.params / total, channels=g.channels, layers=len(g.layers)) for g in self.groups]
     df = pd.DataFrame(rows)
-    if self.method != "mrs": df = df.drop(columns=["alpha", "sigma"])
+    if self.method != "mrs" or any(g.samples for g in self.groups): df = df.drop(columns=["alpha", "sigma"])
     return df
 
 def _to_dict(self: MRSReport) -> dict:
     "JSON-safe dict."
     return dict(method=self.method, settings=copy.deepcopy(self.settings), base_loss=_num(self.base_loss),
                 forwards=int(self.forwards), seconds=float(self.seconds),
-                groups=[dict(PrunableGroup.to_dict(g), score=_num(g.score), alpha=_num(g.alpha), sigma=_num(g.sigma), seconds=float(g.seconds))
+                groups=[dict(PrunableGroup.to_dict(g), score=_num(g.score), alpha=_num(g.alpha), sigma=_num(g.sigma), seconds=float(g.seconds),
+                             **({"samples": [_num(v) for v in g.samples]} if g.samples else {}))
                         for g in self.groups])
 
 def _from_dict(cls, d: dict) -> MRSReport:
     "Inverse of `to_dict`."
     groups = [GroupScore(**PrunableGroup.from_dict(r).__dict__, score=_unnum(r.get("score")),
-                         alpha=_unnum(r.get("alpha")), sigma=_unnum(r.get("sigma")), seconds=float(r.get("seconds", 0.0)))
+                         alpha=_unnum(r.get("alpha")), sigma=_unnum(r.get("sigma")), seconds=float(r.get("seconds", 0.0)),
+                         samples=[_unnum(v) for v in r["samples"]] if r.get("samples") else None)
               for r in d["groups"]]
     return cls(d["method"], groups, copy.deepcopy(d.get("settings", {})), _unnum(d.get("base_loss")),
                int(d.get("forwards", 0)), float(d.get("seconds", 0.0)))
@@ -429,7 +557,14 @@ def _plot(self: MRSReport, title: str | None = None):
         shapes = "<br>".join(f"  {n} {tuple(s)}" for n, s in g.tensors.items())
         hover.append(f"<b>{g.name}</b><br>score = {g.score:.4g}{extra}<br>params {g.params:,} "
                      f"({100 * g.params / total:.1f}% of scored)<br>layers: {', '.join(g.layers)}<br>perturbed:<br>{shapes}")
-    fig = go.Figure(go.Bar(x=[g.name for g in self.groups], y=ys, marker_color=colors, hovertext=hover, hoverinfo="text"))
+    err = None
+    if any(g.samples for g in self.groups):  # 95% confidence interval of the mean; the lower end kept above 0 for the log axis
+        cis = [g.ci if g.ci and all(math.isfinite(v) for v in g.ci) else (y, y) for g, y in zip(self.groups, ys)]
+        err = dict(type="data", symmetric=False, array=[hi - y for (lo, hi), y in zip(cis, ys)],
+                   arrayminus=[y - max(lo, y / 100) for (lo, hi), y in zip(cis, ys)], color="#444", thickness=1.5)
+        hover = [h + (f"<br>mean of {len(g.samples)}: 95% CI {g.ci[0]:.4g} … {g.ci[1]:.4g}, std {g.std:.3g}" if g.ci else "")
+                 for h, g in zip(hover, self.groups)]
+    fig = go.Figure(go.Bar(x=[g.name for g in self.groups], y=ys, marker_color=colors, hovertext=hover, hoverinfo="text", error_y=err))
     fig.update_layout(title=title or f"{self.method} per prunable group", yaxis_type="log", yaxis_title=self.method,
                       xaxis_title="group (root layer)", height=360, margin=dict(l=50, r=20, t=50, b=90))
     return fig
@@ -451,10 +586,12 @@ def compute_mrs(
     alphas: int | Sequence[float] = 11,  # mrs: α grid, a number of even points over [0, 1] or the values
     sigmas: Sequence[float] | None = None,  # mrs: σ grid values in (0, 1]; None: geometric from `sigma_min` to 1
     sigma_min: float = 1e-3,  # mrs: lower end of the default geometric σ grid
-    sigma_points: int = 11,  # mrs: points of the default σ grid
-    draws: int = 10,  # mrs: noise draws per grid point
+    sigma_points: int | None = None,  # mrs: points of the default σ grid; None: one every 1% (696 from 10⁻³ to 1)
+    draws: int = 20,  # mrs: passes over the batch per grid point, each with `slices` noise draws
+    slices: int | None = None,  # mrs: the batch is cut into this many slices, each with its own noise draw in every pass; None: 16 (fewer for a smaller batch); 1: one draw per pass
+    antithetic: bool = True,  # mrs: the second half of the passes uses the first half's draws with the sign flipped (`draws` even)
     tau: float = 0.01,  # mrs: allowed relative rise of L_adv
-    search: str = "bisect",  # mrs: bisect (assumes monotone feasibility, fewest points), ordered (exactly the grid's result) or grid
+    search: str = "root",  # mrs: root (per α, bisection in σ), ordered or grid (exactly the grid's minimum), bisect (approximate, monotone in α and σ)
     early_exit: bool = True,  # mrs: stop a point's draws once those seen prove it infeasible (same result; False: all draws)
     init_seed: int = 0,  # seed of the re-initialisation giving θ⁰ when `init_state` is None
     noise_sigma: float = 0.1,  # noise: relative noise scale
@@ -467,16 +604,31 @@ def compute_mrs(
     reuse: bool = True,  # compute the activations a group cannot change once per group (torch.fx; False: whole forwards)
     max_batch: int = 4096,  # vmap: images per batched forward (bounds memory)
     progress: bool = False,  # progress bar over groups
+    repeats: int = 1,  # measure with noise seeds seed, seed+1, …: each group's score is the mean, with its spread and CI
 ) -> MRSReport:
     "Sensitivity of each prunable group of `model` to weight perturbation, measured on the fixed set (`x_adv`, `y`)."
+    if int(repeats) != repeats or repeats < 1: raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}.")
+    if repeats > 1:
+        kw = {k: v for k, v in locals().items() if k not in ("repeats", "seed", "groups", "init_state")}
+        given = init_state is not None
+        if not given and method in ("mrs", "rewind"): init_state = initial_state(model, init_seed)  # θ⁰ once, for every repeat
+        if groups is None:
+            check_batch(x_adv, y, num_classes_of(model))
+            groups = prunable_groups(model, x_adv[:1].to(next(model.parameters()).device), ignored_layers, per_layer)
+        out = MRSReport.combine([compute_mrs(**kw, groups=groups, init_state=init_state, seed=seed + k) for k in range(int(repeats))])
+        if "init" in out.settings and not given: out.settings["init"] = f"seed {init_seed}"
+        return out
     t0 = time.time()
     method = str(method).lower()
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
     if search not in SEARCHES: raise ValueError(f"Unknown search {search!r}; choose one of: {', '.join(SEARCHES)}.")
     if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
     check_batch(x_adv, y, num_classes_of(model))
-    for k, v in dict(draws=draws, noise_draws=noise_draws, worst_steps=worst_steps, max_batch=max_batch).items():
+    if slices is None: slices = min(16, len(y))
+    for k, v in dict(draws=draws, slices=slices, noise_draws=noise_draws, worst_steps=worst_steps, max_batch=max_batch).items():
         if int(v) != v or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}.")
+    if method == "mrs" and antithetic and draws % 2: raise ValueError(f"antithetic draws come in pairs: draws must be even, got {draws}.")
+    if method == "mrs" and slices > len(y): raise ValueError(f"slices ({slices}) cannot exceed the number of images ({len(y)}).")
     for k, v in dict(tau=tau, noise_sigma=noise_sigma, worst_eps=worst_eps).items():
         if not (math.isfinite(v) and v > 0): raise ValueError(f"{k} must be a finite number > 0, got {v!r}.")
     alpha_grid, sigma_grid = _alpha_grid(alphas), _sigma_grid(sigmas, sigma_min, sigma_points)
@@ -489,8 +641,8 @@ def compute_mrs(
         if missing: raise ValueError(f"Group {g.name!r} names parameters the model does not have: {', '.join(missing[:3])}.")
     settings: dict = dict(n=len(y))
     if method == "mrs":
-        settings.update(alphas=alpha_grid, sigmas=sigma_grid, draws=int(draws), tau=float(tau), search=search, seed=int(seed),
-                        early_exit=bool(early_exit))
+        settings.update(alphas=alpha_grid, sigmas=sigma_grid, draws=int(draws), slices=int(slices), antithetic=bool(antithetic),
+                        tau=float(tau), search=search, seed=int(seed), early_exit=bool(early_exit))
     if method == "noise": settings.update(noise_sigma=float(noise_sigma), noise_draws=int(noise_draws), seed=int(seed))
     if method == "worst":
         step = float(worst_step_size) if worst_step_size is not None else 2.5 / worst_steps
@@ -502,7 +654,7 @@ def compute_mrs(
     from tqdm.auto import tqdm
     with restore_modes(model):
         model.eval()
-        ev = LossEvaluator(model, x_adv, y, batch=batch, max_batch=max_batch, reuse=reuse)
+        ev = LossEvaluator(model, x_adv, y, batch=batch, max_batch=max_batch, reuse=reuse, slices=slices if method == "mrs" else 1)
         grads = None
         if method in ("taylor", "worst"):  # the gradient pass gives the base loss too
             base, grads = _gradients(ev, {t: P[t] for g in groups for t in g.tensors})
@@ -528,7 +680,7 @@ def compute_mrs(
                 score = _worst(ev, thF, {t: grads[t] for t in thF}, base, worst_eps, int(worst_steps), step)
             else:
                 crit = _Criticality(ev, thF, {t: theta0[t] for t in thF}, alpha_grid, sigma_grid, int(draws),
-                                    (1 + tau) * base, gen, early_exit)
+                                    (1 + tau) * base, gen, early_exit, antithetic)
                 SEARCHES[search](crit)
                 score, ia, js = crit.best()
                 if ia is not None: alpha, sigma = alpha_grid[ia], sigma_grid[js]
@@ -536,7 +688,7 @@ def compute_mrs(
         ev.focus(None)
     if method in ("noise", "worst", "mrs"):
         settings.update(batch=ev.batch, reuse=ev.reuse, **({"note": ev.note} if ev.note else {}))
-    return MRSReport(method, rows, settings, base, ev.forwards, time.time() - t0)
+    return MRSReport(method, rows, settings, base, round(ev.forwards), time.time() - t0)
 
 def _theta0(model: nn.Module, init_state, init_seed: int, groups, P: dict) -> dict[str, torch.Tensor]:
     "θ⁰ for the tensors of `groups`, checked against the model's shapes."

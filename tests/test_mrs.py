@@ -70,10 +70,10 @@ def test_planted_critical_group_outscores_redundant_group(planted, method):
     assert report["redundant"].score == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("search", ["grid", "ordered", "bisect"])
+@pytest.mark.parametrize("search", ["root", "grid", "ordered", "bisect"])
 def test_planted_ranking_holds_for_every_search(planted, search):
     model, init, x_adv, y = planted
-    report = compute_mrs(model, x_adv, y, init_state=init, search=search)
+    report = compute_mrs(model, x_adv, y, init_state=init, search=search, sigma_points=None if search == "root" else 11)
     assert report["critical"].score > 0 and report["redundant"].score == 0
 
 
@@ -85,7 +85,7 @@ def _small_digits_batch(n=32):
 
 def test_ordered_search_returns_exactly_the_grid_minimum_with_fewer_forwards(planted):
     model, init, x_adv, y = planted
-    kw = dict(init_state=init, alphas=6, sigma_points=6, draws=3, max_batch=3 * len(y))  # one grid point per batch
+    kw = dict(init_state=init, alphas=6, sigma_points=6, draws=4, slices=1, max_batch=4 * len(y))  # one grid point per batch
     grid = compute_mrs(model, x_adv, y, search="grid", **kw)
     ordered = compute_mrs(model, x_adv, y, search="ordered", **kw)
     assert 0 < grid["critical"].score < math.inf
@@ -272,6 +272,9 @@ class _ReturnsText(nn.Module):
     ("ignored", "not a module of the model"),
     ("init", "init_state's 'conv1.weight' has shape"),
     ("batch", "Unknown batch mode"),
+    ("odd", "draws must be even"),
+    ("slices", "slices (9) cannot exceed the number of images (8)"),
+    ("repeats", "repeats must be an integer >= 1"),
 ])
 def test_bad_input_raises_one_clear_value_error(case, message):
     model, x, y = _small_digits_batch(8)
@@ -284,6 +287,9 @@ def test_bad_input_raises_one_clear_value_error(case, message):
     if case == "ignored": kw = dict(ignored_layers=["layer9"])
     if case == "init": kw = dict(init_state=create_model("digits_resnet", seed=0, width=8))
     if case == "batch": kw = dict(batch="gpu")
+    if case == "odd": kw = dict(draws=3)
+    if case == "slices": kw = dict(slices=9)
+    if case == "repeats": kw = dict(repeats=0)
     with pytest.raises(ValueError) as err:
         compute_mrs(model, x, y, **kw)
     text = str(err.value)
@@ -299,3 +305,85 @@ def test_report_round_trips_through_json_including_infinite_scores():
     assert back.scores == report.scores and back.groups[0].score == math.inf
     assert isinstance(back.groups[1], PrunableGroup)
     assert "layer1.0.conv1" in repr(back) and back.plot().layout.yaxis.type == "log"
+
+
+@pytest.mark.parametrize("batch, reuse, n", [("loop", True, 32), ("vmap", True, 32), ("loop", False, 30), ("vmap", True, 30)])
+def test_sliced_copies_together_cover_the_batch_exactly_once(batch, reuse, n):
+    "One copy per slice, all with the model's own weights: the mean of their losses is the whole batch's loss."
+    model, x, y = _small_digits_batch(n)
+    model.eval()
+    g = prunable_groups(model, x[:1])[1]
+    ev = LossEvaluator(model, x, y, batch=batch, reuse=reuse, slices=4)
+    ev.focus(g.tensors)
+    own = {t: dict(model.named_parameters())[t].detach() for t in g.tensors}
+    stacked = {t: v.unsqueeze(0).repeat(8, *([1] * v.dim())) for t, v in own.items()}  # two passes over the 4 slices
+    losses = ev.losses(stacked)
+    whole = F.cross_entropy(model(x), y)
+    assert losses.shape == (8,) and torch.allclose(losses[:4].mean(), whole, rtol=1e-5)
+    assert torch.allclose(losses[:4], losses[4:])  # copy b sees slice b % 4
+    sizes = [len(i) for i in torch.arange(n).tensor_split(4)]
+    by_hand = torch.stack([F.cross_entropy(model(x[i]), y[i], reduction="sum") * 4 / n for i in torch.arange(n).tensor_split(4)])
+    assert torch.allclose(losses[:4], by_hand, rtol=1e-5, atol=1e-6), sizes
+    assert torch.allclose(ev.losses({t: v[:3] for t, v in stacked.items()}, first=1), losses[1:4], rtol=1e-5)
+
+
+def test_antithetic_draws_are_the_first_half_with_the_sign_flipped():
+    from robust_prune.mrs import _Criticality
+    model, x, y = _small_digits_batch(32)
+    g = prunable_groups(model, x[:1])[0]
+    P = dict(model.named_parameters())
+    thF = {t: P[t].detach() for t in g.tensors}
+    ev = LossEvaluator(model.eval(), x, y, slices=4)
+    c = _Criticality(ev, thF, thF, [0.0, 1.0], [0.1, 1.0], 6, 1.0, torch.Generator().manual_seed(0), antithetic=True)
+    t = next(iter(g.tensors))
+    z = c._noise(t, 0, c.copies)
+    assert c.copies == 24 and z.shape[0] == 24 and torch.equal(z[12:], -z[:12])
+    assert torch.equal(torch.cat([c._noise(t, 0, 8), c._noise(t, 8, 16), c._noise(t, 16, 24)]), z)  # any stage cut
+    assert 12 % ev.slices == 0  # so draw c and its mirror c + 12 fall on the same slice
+
+
+def test_root_search_returns_exactly_the_grid_minimum_in_every_group():
+    "The default search against every point of the same grid, on a trained residual network with nine groups."
+    from robust_prune.data import get_loaders
+    dls = get_loaders("digits", batch_size=64, seed=0)
+    torch.manual_seed(0)
+    model = create_model("digits_resnet", dls.info, seed=3, width=4)  # θ⁰ (seed 0) is another initialisation
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        for xb, yb in dls.train:
+            opt.zero_grad(); F.cross_entropy(model(xb), yb).backward(); opt.step()
+    model.eval()
+    x, y = next(iter(dls.test))
+    kw = dict(alphas=5, sigma_points=17, draws=2, slices=4, seed=0)
+    grid = compute_mrs(model, x[:16], y[:16], search="grid", **kw)
+    root = compute_mrs(model, x[:16], y[:16], search="root", **kw)
+    assert sum(0 < v < math.inf for v in grid.scores.values()) >= 7
+    assert len({g.alpha for g in grid.groups}) >= 2  # optima at several α: the search over α is exercised too
+    assert [(g.score, g.alpha, g.sigma) for g in root.groups] == [(g.score, g.alpha, g.sigma) for g in grid.groups]
+    assert root.forwards < grid.forwards / 3
+
+
+def test_default_sigma_grid_steps_one_percent_from_sigma_min_to_one():
+    from robust_prune.mrs import _sigma_grid
+    s = _sigma_grid(None, 1e-3, None)
+    assert s[0] == pytest.approx(1e-3) and s[-1] == 1.0 and len(s) == 696
+    assert max(b / a for a, b in zip(s, s[1:])) <= 1.01 + 1e-12
+
+
+def test_repeats_give_the_mean_of_the_seeds_with_spread_ci_and_error_bars():
+    model, x, y = _small_digits_batch()
+    kw = dict(alphas=3, sigma_points=9, draws=2, slices=2)
+    rep = compute_mrs(model, x, y, repeats=3, seed=5, **kw)
+    single = [compute_mrs(model, x, y, seed=s, **kw) for s in (5, 6, 7)]
+    for g in rep.groups:
+        vals = [r[g.name].score for r in single]
+        assert g.samples == vals and g.score == pytest.approx(sum(vals) / 3)
+        if all(math.isfinite(v) for v in vals):
+            assert g.ci[0] <= g.score <= g.ci[1] and g.std == pytest.approx(torch.tensor(vals).std().item(), rel=1e-6)
+    assert rep.settings["seeds"] == [5, 6, 7] and "seed" not in rep.settings and rep.settings["init"] == "seed 0"
+    back = MRSReport.from_dict(json.loads(json.dumps(rep.to_dict(), allow_nan=False)))
+    assert back.to_dict() == rep.to_dict() and back.groups[0].samples == rep.groups[0].samples
+    assert {"std", "ci_low", "ci_high"} <= set(rep.to_frame().columns)
+    bars = rep.plot().data[0].error_y
+    assert bars.array is not None and len(bars.array) == len(rep)
+    assert compute_mrs(model, x, y, **kw).plot().data[0].error_y.array is None

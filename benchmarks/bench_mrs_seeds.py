@@ -1,0 +1,106 @@
+"""How much the full MRS metric moves with the noise seed, and what each estimator change buys, side by side.
+
+Run from the repository root:
+    python benchmarks/bench_mrs_seeds.py --network digits [--seeds 5] [--threads 2] [--configs NAME ...]
+    python benchmarks/bench_mrs_seeds.py --network resnet18 --device cuda     # the trained 3×32×32 ResNet-18
+For every configuration the same network, the same fixed adversarial batch and the same θ⁰ are scored with noise seeds
+0 … seeds−1. Printed per configuration: mean seconds per run, Spearman rank correlation between the seeds' scores
+(smallest and mean over all pairs), and the per-group coefficient of variation (std / mean over the seeds; largest
+and mean over the groups). Not a test: it measures, and prints a Markdown table for BENCHMARKS.md; with --json the
+per-seed scores are written too.
+"""
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+import torch
+from scipy.stats import spearmanr
+
+from robust_prune.attacks import AttackSpec, adversarial_batch
+from robust_prune.mrs import compute_mrs, prunable_groups
+
+# name -> compute_mrs settings; the last one is the package's default
+CONFIGS = {
+    "grid-exact, 11 σ (ordered), 10 draws": dict(search="ordered", sigma_points=11, slices=1, antithetic=False, draws=10),
+    "previous default: bisect, 11 σ, 10 draws": dict(search="bisect", sigma_points=11, slices=1, antithetic=False, draws=10),
+    "root search, σ every 1%, 10 draws": dict(slices=1, antithetic=False, draws=10),
+    "+ antithetic pairs": dict(slices=1, draws=10),
+    "+ 16 slices (160 draws, same images)": dict(slices=16, draws=10),
+    "+ 32 slices (320 draws, same images)": dict(slices=32, draws=10),
+    "+ 64 slices (640 draws, same images)": dict(slices=64, draws=10),
+    "16 slices, 20 passes (320 draws, twice the images)": dict(slices=16, draws=20),
+    "default": dict(),
+}
+
+
+def network(name: str, device: str, epochs: int):
+    "The trained network and its fixed adversarial batch."
+    if name == "digits":
+        from robust_prune.data import get_dataset
+        from robust_prune.finetune import robust_digits_model
+        model = robust_digits_model(seed=0, cache=device == "cpu").to(device)
+        adv = adversarial_batch(model, get_dataset("digits", "test"), AttackSpec("pgd", 0.1, steps=10), n=256, seed=0)
+        return model, adv
+    from robust_prune.data import get_loaders
+    from robust_prune.finetune import finetune
+    from robust_prune.models import create_model
+    dls = get_loaders("digits", batch_size=64, size=32, channels=3, seed=0)
+    model = create_model("resnet18", dls.info, seed=1).to(device)  # as benchmarks/bench_mrs_resnet18.py trains it
+    finetune(model, dls.train, dls.test, method="pgd-at", attack="pgd:eps=0.1,steps=2", epochs=epochs, lr=0.05,
+             schedule="onecycle", eval_samples=256, progress=False, seed=0)
+    model.eval()
+    adv = adversarial_batch(model, dls.test.dataset, AttackSpec("pgd", 0.1, steps=10), n=128, seed=0)
+    return model, adv
+
+
+def spread(tab: list[dict]) -> dict:
+    names = list(tab[0])
+    rc = [spearmanr([a[n] for n in names], [b[n] for n in names]).statistic for a, b in itertools.combinations(tab, 2)]
+    cv = {n: statistics.stdev([t[n] for t in tab]) / statistics.mean([t[n] for t in tab]) for n in names}
+    return dict(rank_min=min(rc), rank_mean=statistics.mean(rc), cv_max=max(cv.values()), cv_mean=statistics.mean(cv.values()),
+                cv=cv, worst=max(cv, key=cv.get))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--network", choices=("digits", "resnet18"), default="digits")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3, help="resnet18: PGD-AT epochs")
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), help=f"any of: {', '.join(CONFIGS)}")
+    ap.add_argument("--json", default=None, help="write every seed's scores here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}"
+          f"{', ' + torch.cuda.get_device_name(dev) if dev.type == 'cuda' else ''}, load average at start {os.getloadavg()[0]:.2f}\n")
+    t0 = time.time()
+    model, adv = network(args.network, args.device, args.epochs)
+    groups = prunable_groups(model, adv.x_adv[:1])
+    print(f"{args.network}: {len(groups)} groups, {len(adv)} PGD-10 images (accuracy on them {100 * adv.adv_acc:.1f}%), "
+          f"ready in {time.time() - t0:.0f} s\n")
+    print(f"| estimator ({args.seeds} noise seeds) | s per run | rank corr. min / mean | CV max / mean (worst group) |\n|---|---|---|---|")
+    out = {}
+    for name in args.configs:
+        runs = [compute_mrs(model, adv.x_adv, adv.y, groups=groups, seed=s, **CONFIGS[name]) for s in range(args.seeds)]
+        tab = [r.scores for r in runs]
+        if any(not math.isfinite(v) or v <= 0 for t in tab for v in t.values()):
+            print(f"| {name} | {statistics.mean(r.seconds for r in runs):.1f} | a score is 0 or infinite: {tab} | |")
+            continue
+        s = spread(tab)
+        print(f"| {name} | {statistics.mean(r.seconds for r in runs):.1f} | {s['rank_min']:.3f} / {s['rank_mean']:.3f} | "
+              f"{100 * s['cv_max']:.0f}% / {100 * s['cv_mean']:.0f}% ({s['worst']}) |", flush=True)
+        out[name] = dict(settings=CONFIGS[name], seconds=[r.seconds for r in runs], scores=tab, **s)
+    if args.json:
+        with open(args.json, "w") as f: json.dump(dict(network=args.network, device=args.device, results=out), f, indent=1)
+    print(f"\ntotal {time.time() - t0:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
