@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
-from .attacks import check_batch, num_classes_of, restore_modes
+from .attacks import check_inputs, num_classes_of, restore_modes
 from .models import rebuild, unprunable_layers
 
 # %% auto #0
@@ -474,7 +474,7 @@ def compute_mrs(
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
     if search not in SEARCHES: raise ValueError(f"Unknown search {search!r}; choose one of: {', '.join(SEARCHES)}.")
     if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
-    check_batch(x_adv, y, num_classes_of(model))
+    check_inputs(model, x_adv, y)
     for k, v in dict(draws=draws, noise_draws=noise_draws, worst_steps=worst_steps, max_batch=max_batch).items():
         if int(v) != v or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}.")
     for k, v in dict(tau=tau, noise_sigma=noise_sigma, worst_eps=worst_eps).items():
