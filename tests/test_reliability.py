@@ -156,3 +156,14 @@ def test_cli_train_that_diverges_exits_1_with_one_line_and_saves_nothing(tmp_pat
     lines = [l for l in res.stderr.replace("\r", "\n").splitlines() if l.strip() and not l.startswith("epoch ")]
     assert len(lines) == 1 and lines[0].startswith("robust-prune train: error: Training diverged:"), res.stderr
     assert "Traceback" not in res.stderr and not out.exists()
+
+
+@pytest.mark.cuda
+def test_cuda_nan_loss_is_found_on_the_device_and_the_last_good_checkpoint_kept(tmp_path):
+    "On a GPU the loss is not read at every step: the epoch's sums carry the first bad step to the end of the epoch."
+    model = create_model("digits_resnet", seed=0, width=4).cuda()
+    bad = _Corrupt(2, "conv1.weight", float("nan"))
+    with pytest.raises(NonFiniteTrainingError, match=r"at step 1/4 of epoch 3;.*\(epoch 2\), is kept"):
+        finetune(model, _digits(), epochs=4, callbacks=[bad], checkpoint_dir=tmp_path, **{**_KW, "method": "trades",
+                                                                                           "attack": "pgd:eps=0.1,steps=2"})
+    _assert_last_good_checkpoint_kept(tmp_path / "last.pt", {k: v.cpu() for k, v in bad.state.items()}, epochs=2)
