@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torchattacks
 
+from .models import input_shape_of
+
 # %% auto #0
 __all__ = ['ATTACKS', 'AA_ITERATIONS', 'AA_SQUARE_QUERIES', 'AA_TARGET_CLASSES', 'DEFAULT_STEPS', 'parse_number', 'format_pixels',
-           'AttackSpec', 'num_classes_of', 'build_attack', 'check_batch', 'restore_modes', 'perturb',
-           'AdversarialBatch', 'accuracy', 'adversarial_batch', 'robust_accuracy']
+           'AttackSpec', 'num_classes_of', 'build_attack', 'check_batch', 'recorded_input_shape', 'check_inputs',
+           'restore_modes', 'perturb', 'AdversarialBatch', 'accuracy', 'adversarial_batch', 'robust_accuracy']
 
 # %% ../nbs/02_attacks.ipynb #f7c4674e
 ATTACKS: dict[str, str] = {
@@ -193,17 +195,41 @@ def build_attack(
     raise ValueError(f"Attack {s.name!r} has nothing to build (it is the clean pass-through).")
 
 # %% ../nbs/02_attacks.ipynb #6374ef5c
-def check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> None:
-    "Raise a one-line `ValueError` unless `x` is a non-empty finite [0, 1] image batch with matching labels `y`."
+def check_batch(
+    x: torch.Tensor,  # images [N, C, H, W]
+    y: torch.Tensor,  # labels [N]
+    num_classes: int | None = None,  # labels must lie in [0, num_classes) (None: not checked)
+    input_shape: Sequence[int] | None = None,  # the (C, H, W) every image must have (None: not checked)
+) -> None:
+    "Raise a one-line `ValueError` unless `x` is a non-empty finite [0, 1] image batch (of `input_shape`) with integer class labels `y`."
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor): raise TypeError("x and y must be tensors.")
     if x.ndim != 4: raise ValueError(f"Expected images of shape [N, C, H, W], got {tuple(x.shape)}.")
     if x.shape[0] == 0: raise ValueError("The batch is empty.")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        c, *hw = input_shape
+        raise ValueError(f"The model takes images of shape (C, H, W) = {tuple(input_shape)} ({c} channel(s), "
+                         f"{'x'.join(map(str, hw))} pixels); got {tuple(x.shape[1:])}.")
     if y.shape != (x.shape[0],): raise ValueError(f"Expected {x.shape[0]} labels of shape [N], got {tuple(y.shape)}.")
     if not torch.isfinite(x).all(): raise ValueError("The images contain NaN or infinite values.")
     if x.min() < 0 or x.max() > 1: raise ValueError(f"Images must lie in [0, 1] (models normalise internally); got [{x.min():.3g}, {x.max():.3g}].")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8): raise ValueError(f"Labels must be integers, got {y.dtype}.")
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"Labels must be integer class indices, got {y.dtype}" + (f" (e.g. {y[0].item():g})" if y.dtype.is_floating_point else "") + ".")
     if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"Labels must lie in [0, {num_classes - 1}], got [{int(y.min())}, {int(y.max())}].")
+
+def recorded_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    "The (C, H, W) recorded on `model` (see `models.input_shape_of`), or None when none is recorded."
+    try: return input_shape_of(model)
+    except ValueError: return None
+
+def check_inputs(
+    model: nn.Module,  # the classifier the batch is for
+    x: torch.Tensor,  # images [N, C, H, W]
+    y: torch.Tensor,  # labels [N]
+    num_classes: int | None = None,  # classes of the model; default from the model
+) -> None:
+    "`check_batch` against what `model` takes: labels below its number of classes, images of its recorded input shape."
+    check_batch(x, y, num_classes or num_classes_of(model), recorded_input_shape(model))
 
 class restore_modes:
     "Context manager: put every sub-module of `model` back into the train/eval mode it had on entry."
@@ -227,7 +253,7 @@ def perturb(
     "Adversarial versions of `x` under `spec`, on the model's device; the model's modes are left as they were."
     spec = AttackSpec.parse(spec)
     num_classes = num_classes or num_classes_of(model)
-    check_batch(x, y, num_classes)
+    check_inputs(model, x, y, num_classes)
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     if spec.name == "none": return x.detach().clone()
@@ -257,13 +283,19 @@ class AdversarialBatch:
         return (f"AdversarialBatch(n={len(self)}, attack={self.spec.label}, clean_acc={self.clean_acc:.3f}, "
                 f"adv_acc={self.adv_acc:.3f}, shape={tuple(self.x.shape[1:])})")
 
+def _one_label(b) -> torch.Tensor:
+    "A dataset item's label as a 0-d tensor of its own dtype (a float label stays float, for `check_batch` to refuse)."
+    t = torch.as_tensor(b)
+    if t.numel() != 1: raise ValueError(f"Each label must be one class index, got one of shape {tuple(t.shape)}.")
+    return t.reshape(())
+
 def _first_samples(data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         return data[0][:n], data[1][:n]
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         n = min(n, len(data))
         items = [data[i] for i in range(n)]
-        return torch.stack([torch.as_tensor(a) for a, _ in items]), torch.tensor([int(b) for _, b in items])
+        return torch.stack([torch.as_tensor(a) for a, _ in items]), torch.stack([_one_label(b) for _, b in items])
     xs, ys, have = [], [], 0
     for xb, yb in data:
         xs.append(xb); ys.append(yb); have += len(yb)
@@ -294,7 +326,7 @@ def adversarial_batch(
     if n < 1: raise ValueError(f"n must be at least 1, got {n}.")
     spec = AttackSpec.parse(spec)
     x, y = _first_samples(data, n)
-    check_batch(x, y, num_classes_of(model))
+    check_inputs(model, x, y)
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     x_adv = torch.cat([perturb(model, x[i:i + batch_size], y[i:i + batch_size], spec, seed=seed + i)
@@ -318,7 +350,7 @@ def robust_accuracy(
     labels = ["clean"] + [s.label for s in specs]
     if len(set(labels)) != len(labels): raise ValueError(f"Two attacks share a label: {labels}.")
     device = next(model.parameters()).device
-    k = num_classes_of(model)
+    k, shape = num_classes_of(model), recorded_input_shape(model)
     correct = torch.zeros(len(labels), device=device)
     seen = 0
     total = max_samples if max_samples is not None else (len(data.dataset) if hasattr(data, "dataset") else None)
@@ -327,7 +359,7 @@ def robust_accuracy(
         for b, (x, y) in enumerate(data):
             if max_samples is not None: x, y = x[:max_samples - seen], y[:max_samples - seen]
             if len(y) == 0: break
-            check_batch(x, y, k)
+            check_batch(x, y, k, shape)
             x, y = x.to(device), y.to(device)
             with torch.no_grad(): correct[0] += (model(x).argmax(1) == y).sum()
             for j, s in enumerate(specs, 1):

@@ -249,3 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ValueError, FileNotFoundError) as err:
         print(f"robust-prune {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # training diverged: the run failed, nothing was saved from it
+        print(f"robust-prune {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -227,7 +227,7 @@ def sanity_checks(
     seed: int = 0,  # seed of every attack
 ) -> SanityReport:
     "Flag the symptoms of gradient masking: PGD ≥ AA, black-box Square ≥ white-box AA, accuracy → 0 as eps grows, more PGD steps never help."
-    from robust_prune.attacks import accuracy, check_batch, format_pixels, num_classes_of, parse_number, perturb
+    from robust_prune.attacks import accuracy, check_inputs, format_pixels, num_classes_of, parse_number, perturb
     eps = parse_number(eps)
     given = AttackSpec.parse(attack)
     if given.name not in ("autoattack", "apgd-ce+apgd-t"): raise ValueError(f"attack must be 'autoattack' or 'apgd-ce+apgd-t', got {attack!r}.")
@@ -235,7 +235,7 @@ def sanity_checks(
     if not pgd_steps or any(int(k) != k or k < 1 for k in pgd_steps): raise ValueError(f"pgd_steps must be integers >= 1, got {pgd_steps!r}.")
     if any(not k > 1 for k in eps_growth): raise ValueError(f"eps_growth factors must be > 1, got {eps_growth!r}.")
     if not 0 <= zero_acc < 1 or not 0 <= tol < 1: raise ValueError("zero_acc and tol must lie in [0, 1).")
-    check_batch(x, y, num_classes_of(model))
+    check_inputs(model, x, y)
     pgd = (lambda e, k: AttackSpec("pgd", e, steps=k)) if norm == "Linf" else (lambda e, k: AttackSpec("pgd-l2", e, steps=k))
     largest = 1.0 if norm == "Linf" else float(x[0].numel()) ** 0.5  # L2: the distance between an all-black and an all-white image
     acc: dict[str, float] = {}

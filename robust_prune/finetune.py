@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import AttackSpec, check_batch, perturb, restore_modes, robust_accuracy, num_classes_of
+from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
 from .data import get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
@@ -26,7 +26,7 @@ from .models import create_model, load_checkpoint, save_checkpoint
 __all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd', 'training_loss', 'make_optimizer',
            'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
            'save_training_state', 'init_distributed', 'dist_info', 'is_main_process', 'distributed_loader',
-           'distributed_accuracy', 'finetune', 'cache_dir', 'robust_digits_model']
+           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'robust_digits_model']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
 METHODS = ("trades", "pgd-at", "mart", "clean")
@@ -400,6 +400,23 @@ def distributed_accuracy(
     if n == 0: raise ValueError("The data is empty: no sample was evaluated.")
     return {k: float(c) / n for k, c in zip(labels, counts[:-1])}, n
 
+# %% ../nbs/06_finetune.ipynb #4128832f
+class NonFiniteTrainingError(FloatingPointError):
+    "Training produced a NaN or infinite loss (or weights): the run stopped before writing a checkpoint of that model."
+
+def _nonfinite_tensors(model: nn.Module) -> torch.Tensor:
+    "How many floating-point parameters and buffers of `model` hold a NaN or an infinity (a tensor on the model's device: no host sync)."
+    flags = [~torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return torch.stack(flags).sum() if flags else torch.zeros((), device=next(model.parameters()).device)
+
+def _divergence_message(epoch: int, step: int, steps: int, weights: bool, lr: float, ckpt: Path | None, saved_epoch: int) -> str:
+    what = (f"the loss became NaN or infinite at step {step}/{steps} of epoch {epoch}" if step
+            else f"the weights became NaN or infinite in epoch {epoch}" if weights
+            else f"the loss became NaN or infinite in epoch {epoch}")
+    kept = (f"the last good checkpoint, '{ckpt}' (epoch {saved_epoch}), is kept" if ckpt is not None
+            else "no checkpoint was written from it")
+    return f"Training diverged: {what}; the learning rate (lr={lr:g}) is probably too high, lower it and run again ({kept})."
+
 # %% ../nbs/06_finetune.ipynb #87ad7961
 def finetune(
     model: nn.Module,  # network to train (modified in place)
@@ -421,14 +438,14 @@ def finetune(
     seed: int | None = 0,  # seed of the run (None: leave the RNG alone); under torchrun rank r uses seed + r
     progress: bool = True,  # progress bar over batches (rank 0 only)
     callbacks: Iterable[Callback] = (),  # extra callbacks (EarlyStopping, PrintEpochs, widgets, ...)
-    checkpoint_dir: str | Path | None = None,  # write `last.pt` here after every epoch (rank 0)
+    checkpoint_dir: str | Path | None = None,  # write `last.pt` here after every epoch (rank 0; never a non-finite model)
     resume: bool = False,  # continue from `checkpoint_dir/last.pt` if it exists
     stop_event=None,  # a `threading.Event`; when set, training stops after the current batch
     amp: str | bool | None = "auto",  # mixed precision: auto (bf16 or fp16 on CUDA, none on CPU), bf16, fp16 or None
     channels_last: bool = False,  # use the channels-last memory format (helps convolutions on recent GPUs)
     compile: bool = False,  # run the network through `torch.compile`
 ) -> History:
-    "Train `model` adversarially with `method`; returns the per-epoch `History`. Runs data-parallel under torchrun."
+    "Train `model` adversarially with `method`; returns the per-epoch `History`. Runs data-parallel under torchrun; a non-finite loss or weights raise `NonFiniteTrainingError`."
     method = _check_method(method)
     if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be an integer >= 0, got {epochs}.")
     if resume and checkpoint_dir is None: raise ValueError("resume=True needs checkpoint_dir.")
@@ -458,6 +475,8 @@ def finetune(
     scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
     run = FineTuneRun(model, History(method, eval_spec.label), int(epochs))
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    saved_epoch = 0  # the epoch `ckpt` holds, once this run wrote (or resumed from) it
+    check_each_step = dev.type == "cpu" and not distributed  # a CPU reads the loss for free: stop at the first bad step
     if resume and ckpt.is_file():
         from robust_prune.models import read_checkpoint
         saved = read_checkpoint(ckpt, map_location=dev)
@@ -473,6 +492,7 @@ def finetune(
         run.history = History.from_dict(state["history"])
         run.epoch = len(run.history)
         _set_rng_state(state["rng"], train)
+        saved_epoch = run.epoch
     # the bare model is attacked and saved; `net` (DDP-wrapped under torchrun, compiled on request) is trained
     bare = torch.compile(model) if compile else model
     net = bare
@@ -489,9 +509,10 @@ def finetune(
         if distributed: train.sampler.set_epoch(epoch)
         model.train()
         t0, total, batches = time.time(), 0, 0
-        sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss * n, correct, n: read once per epoch
+        sums = torch.zeros(5, device=dev, dtype=torch.float64)  # loss * n, correct, n, non-finite losses, non-finite tensors: read once per epoch
+        first_bad = torch.zeros((), device=dev, dtype=torch.float64)  # the first step (1-based) with a non-finite loss; read on failure only
         for x, y in tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False):
-            if batches == 0: check_batch(x, y, num_classes_of(model))  # bad data fails early, once per epoch (a host sync)
+            if batches == 0: check_inputs(model, x, y)  # bad data fails early, once per epoch (a host sync)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if channels_last: x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(dev, amp):
@@ -507,17 +528,27 @@ def finetune(
             sums[0] += loss_d.double() * len(y)
             sums[1] += (logits.argmax(1) == y).sum()
             sums[2] += len(y)
+            bad = ~torch.isfinite(loss_d)
+            sums[3] += bad
+            first_bad.masked_fill_(bad & (first_bad == 0), batches + 1)  # on the device: no host sync
             total += len(y)
             batches += 1
+            if check_each_step and bad: break
             for cb in cbs: cb.on_batch_end(run, loss_d)
             if stop_event is not None and stop_event.is_set(): run.stop = True
             if run.stop and not distributed: break
-        if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
-            break  # unfinished epoch: dropped, the last checkpoint stays as it is
         if distributed:
             for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
+        sums[4] = _nonfinite_tensors(model)
         _all_sum(sums)
-        loss_sum, correct, n = sums.tolist()
+        loss_sum, correct, n, bad_losses, bad_tensors = sums.tolist()
+        if bad_losses or bad_tensors or not math.isfinite(loss_sum):  # checked before anything is written, stopped or not
+            if channels_last: model.to(memory_format=torch.contiguous_format)
+            model.eval()
+            raise NonFiniteTrainingError(_divergence_message(epoch, int(first_bad.item()), len(train), bad_tensors > 0, lr,
+                                                             ckpt if saved_epoch else None, saved_epoch))
+        if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
+            break  # unfinished epoch: dropped, the last checkpoint stays as it is
         row = dict(epoch=epoch, loss=loss_sum / max(1, n), train_acc=correct / max(1, n), lr=opt.param_groups[0]["lr"])
         if test is not None:
             accs, _ = distributed_accuracy(model, test, [eval_spec], max_samples=eval_samples, seed=epoch)
@@ -528,6 +559,7 @@ def finetune(
         if ckpt is not None:
             rng = _gathered_rng_state(train)
             if main: save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng)
+            saved_epoch = epoch
         for cb in cbs: cb.on_epoch_end(run, row)
         if stop_event is not None and stop_event.is_set(): run.stop = True
         if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())  # all stop together

@@ -613,7 +613,7 @@ def compute_mrs(
         given = init_state is not None
         if not given and method in ("mrs", "rewind"): init_state = initial_state(model, init_seed)  # θ⁰ once, for every repeat
         if groups is None:
-            check_batch(x_adv, y, num_classes_of(model))
+            check_inputs(model, x_adv, y)
             groups = prunable_groups(model, x_adv[:1].to(next(model.parameters()).device), ignored_layers, per_layer)
         out = MRSReport.combine([compute_mrs(**kw, groups=groups, init_state=init_state, seed=seed + k) for k in range(int(repeats))])
         if "init" in out.settings and not given: out.settings["init"] = f"seed {init_seed}"
@@ -623,7 +623,7 @@ def compute_mrs(
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
     if search not in SEARCHES: raise ValueError(f"Unknown search {search!r}; choose one of: {', '.join(SEARCHES)}.")
     if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
-    check_batch(x_adv, y, num_classes_of(model))
+    check_inputs(model, x_adv, y)
     if slices is None: slices = min(16, len(y))
     for k, v in dict(draws=draws, slices=slices, noise_draws=noise_draws, worst_steps=worst_steps, max_batch=max_batch).items():
         if int(v) != v or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}.")

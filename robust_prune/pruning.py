@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .allocation import Allocation, CostModel
-from .attacks import AdversarialBatch, AttackSpec, check_batch, perturb, restore_modes, num_classes_of
+from .attacks import AdversarialBatch, AttackSpec, check_inputs, perturb, restore_modes, num_classes_of
 from .models import unprunable_layers
 from .groups import ModelGroups, count_cost, torch_pruning_errors
 
@@ -69,7 +69,6 @@ def accumulate_gradients(
     "Fill `param.grad` (Taylor) or the importance's squared-gradient sums (Hessian) from `grad_data`; returns samples used."
     import torch_pruning as tp
     device = next(model.parameters()).device
-    k = num_classes_of(model)
     data = _grad_batches(model, grad_data, grad_attack, batches)
     used = 0
     with restore_modes(model):
@@ -78,7 +77,7 @@ def accumulate_gradients(
         if isinstance(imp, tp.importance.GroupHessianImportance):
             sums, count = {}, 0
             for x, y in data:
-                check_batch(x, y, k)
+                check_inputs(model, x, y)
                 for i in range(len(y)):
                     if count >= hessian_samples: break
                     model.zero_grad(set_to_none=True)
@@ -91,7 +90,7 @@ def accumulate_gradients(
             used = count
         else:
             for x, y in data:
-                check_batch(x, y, k)
+                check_inputs(model, x, y)
                 F.cross_entropy(model(x.to(device)), y.to(device), reduction="sum").backward()
                 used += len(y)
     return used
@@ -190,6 +189,8 @@ def prune(
     x = mg.example_inputs
     roots = {g.name: (mg.roots[g.name], g.channels) for g in mg.groups}
     if not isinstance(ratios, float): mg.ratio_dict(ratios)  # names that are not groups fail here, before any change
+    if not isinstance(ratios, float) and not ratios:
+        raise ValueError(f"The allocation names no group: nothing to prune (groups of this model: {', '.join(mg.names)}).")
     t0 = time.time()
     with restore_modes(model):
         model.eval()
