@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
-from .attacks import check_batch, num_classes_of, restore_modes
+from .attacks import check_inputs, num_classes_of, restore_modes
 from .models import rebuild, unprunable_layers
 
 # %% auto #0
