@@ -19,9 +19,9 @@ from .data import DatasetInfo, dataset_info
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'CHECKPOINT_FORMAT', 'Normalize', 'BasicBlock', 'Bottleneck', 'ResNet', 'VGG', 'TimmClassifier',
-           'Classifier', 'register_architecture', 'create_model', 'input_shape_of', 'record_input_shape',
-           'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint', 'read_checkpoint', 'rebuild',
-           'load_checkpoint']
+           'Classifier', 'imports_code', 'register_architecture', 'create_model', 'input_shape_of',
+           'record_input_shape', 'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint',
+           'read_checkpoint', 'rebuild', 'load_checkpoint']
 
 # %% ../nbs/01_models.ipynb #2c9d0d6f
 class Normalize(nn.Module):
@@ -229,6 +229,11 @@ def _constructor(spec: str, allow_import: bool = True) -> Callable[..., nn.Modul
     except (ImportError, AttributeError) as e: raise ValueError(f"Cannot find {spec!r}: {e}.") from None
     if not callable(fn): raise ValueError(f"{spec!r} is not a function.")
     return lambda num_classes, in_channels=3, size=None, **kw: fn(num_classes=num_classes, **kw)
+
+def imports_code(arch: str) -> bool:
+    "Whether building `arch` imports a module it names and calls a function of it (a `module:function` spec, not registered)."
+    a = str(arch)
+    return a not in ARCHITECTURES and ":" in a and a.partition(":")[0] not in ("torchvision", "timm")
 
 def register_architecture(
     name: str,  # the name checkpoints will record, e.g. 'mypackage.nets:make_net'
