@@ -69,8 +69,9 @@ def _env(*paths):
 
 
 def test_run_prunes_a_torchvision_model_given_by_spec_at_the_size_asked(tmp_path):
-    out = run("run", "--arch", "torchvision:resnet18", "--size", "16", "--train-epochs", "1", "--sparsity", "0.5",
-              "--compare", "uniform,mrs", "--mrs-method", "rewind", "--mrs-samples", "8", "--epochs", "0",
+    (tmp_path / "quick.yaml").write_text("train_attack: pgd:eps=0.1,steps=1\nmrs_attack: fgsm:eps=0.1\n")  # the fewest attack steps
+    out = run("run", "--config", str(tmp_path / "quick.yaml"), "--arch", "torchvision:resnet18", "--size", "16", "--train-epochs", "1",
+              "--sparsity", "0.5", "--compare", "uniform,mrs", "--mrs-method", "rewind", "--mrs-samples", "8", "--epochs", "0",
               "--eval-samples", "16", "--eval-attack", "fgsm:eps=0.1", "--quiet", "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
