@@ -213,7 +213,12 @@ def _constructor(spec: str, allow_import: bool = True) -> Callable[..., nn.Modul
         import torchvision
         if name not in torchvision.models.list_models(module=torchvision.models):
             raise ValueError(f"torchvision has no classification model {name!r}.")
-        return lambda num_classes, in_channels=3, size=None, **kw: torchvision.models.get_model(name, num_classes=num_classes, **kw)
+        def build_tv(num_classes, in_channels=3, size=None, **kw):
+            # auxiliary heads run only in training, outside the traced (eval) forward: pruning would leave them the
+            # unpruned widths, and they turn the training output into a tuple; built without them unless asked
+            if name in ("googlenet", "inception_v3"): kw.setdefault("aux_logits", False)
+            return torchvision.models.get_model(name, num_classes=num_classes, **kw)
+        return build_tv
     if src == "timm":
         import timm
         if not timm.is_model(name): raise ValueError(f"timm has no model {name!r}.")
