@@ -33,6 +33,9 @@ KWARGS = {
     "torchvision:vit_h_14": dict(image_size=28), "torchvision:maxvit_t": dict(input_size=(224, 224)),
     "timm:vit_tiny_patch16_224": dict(patch_size=8),  # 4 tokens of 8x8 at 32x32, plus the class token
 }
+# Measured on a shared 2-core CPU (one test per model, wall seconds): resnet18 52, squeezenet1_0 29, googlenet 95,
+# inception_v3 176, timm resnet18d 85, mobilevit_xs 143, vit_tiny 168, shufflenet_v2_x1_0 (untraceable) 35; the widest
+# (vit_h_14, regnet_y_128gf, vit_l_*, efficientnet_v2_l, convnext_large) were not run there; swin_t was killed after 21 min.
 # what torch-pruning cannot trace, and the word the one-line error names it by
 UNTRACEABLE = {f"torchvision:shufflenet_v2_{w}": "reshape" for w in ("x0_5", "x1_0", "x1_5", "x2_0")}
 
