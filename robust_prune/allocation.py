@@ -82,7 +82,8 @@ class CostModel:
                     c = big[-1] if big else 1
                     self.layers[pn] = _Layer(pn, "param", c, 1, 0, 0.0, p.numel() / c, 1, counted=False)
                 continue
-            self.layers[n] = self._describe(n, m, kind, positions.get(n, 1), type(m) in counted and n not in shadow)
+            # a layer the forward never calls (GoogLeNet's auxiliary heads in eval mode) costs no MACs, as the counter sees it
+            self.layers[n] = self._describe(n, m, kind, positions.get(n, 1), type(m) in counted and n not in shadow and n in positions)
         self.total_params = sum(p.numel() for p in model.parameters())
         self.groups = self.mg.names
         self.channels = self.mg.channels

@@ -22,10 +22,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help="data set: digits (embedded, default), cifar10, cifar100, svhn, tiny-imagenet")
     p.add_argument("--data-root", default=None, help="folder holding the data set files (default: $ROBUST_PRUNE_DATA or ./data)")
     p.add_argument("--download", action="store_true", help="download the data set if its files are missing")
-    p.add_argument("--size", type=int, default=None, help="resize images to SIZE pixels (digits: 8, 16 or 32)")
+    p.add_argument("--size", type=int, default=None, help="resize images to SIZE pixels, the model's input (digits: 8, 16 or 32)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--allow-import", action="store_true", help="let an --arch (or a checkpoint's architecture) given as "
+                   "module:function import that module and call the function; only for code you trust")
 
 def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> None:
     "Options that map onto `MRPFConfig` fields; only the ones given on the command line are set (they override --config)."
@@ -35,9 +37,12 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     p.add_argument("--arch", default=S, help="architecture of a model trained here: digits_resnet (default), resnet18, resnet50, vgg16_bn, mobilevit_xs, "
                    "or any classifier as torchvision:NAME, timm:NAME, module:function (with --size for its input)")
     p.add_argument("--checkpoint", default=S, help="the trained model to prune (default on digits: the demo's robust model, trained on first use)")
+    p.add_argument("--train-epochs", type=int, default=S, help="with no --checkpoint: train --arch here first, adversarially, for this many epochs")
+    p.add_argument("--allow-import", action="store_true", default=S, help="let an --arch (or a checkpoint's architecture) given as "
+                   "module:function import that module and call the function; only for code you trust")
     p.add_argument("--data-root", default=S, help="folder holding the data set files (default: $ROBUST_PRUNE_DATA or ./data)")
     p.add_argument("--download", action="store_true", default=S, help="download the data set if its files are missing")
-    p.add_argument("--size", type=int, default=S, help="resize images to SIZE pixels")
+    p.add_argument("--size", type=int, default=S, help="resize images to SIZE pixels (the input of a model trained here; digits: 8, 16 or 32)")
     p.add_argument("--batch-size", type=int, default=S, help="batch size (default 128)")
     p.add_argument("--mrs-method", default=S, help="mrs (full metric, default), rewind, noise, worst or taylor")
     p.add_argument("--mrs-attack", default=S, help="attack making the fixed adversarial batch (default: PGD-10 at the data set's eps)")
@@ -124,6 +129,18 @@ def _device(name: str | None):
     if dev.type == "cuda" and not torch.cuda.is_available(): raise CLIError("CUDA was asked for but no CUDA device is available.")
     return dev
 
+def _check_import(arch: str, allowed: bool, where: str = "") -> None:
+    "A `module:function` architecture is imported and called only with --allow-import."
+    from robust_prune.models import imports_code
+    if imports_code(arch) and not allowed:
+        raise CLIError(f"The architecture {arch!r}{where} imports module {arch.partition(':')[0]!r} and calls its function: "
+                       "pass --allow-import if you trust that code.")
+
+def _checkpoint_arch(path: str) -> str:
+    "The architecture a checkpoint file records (read as plain data; nothing is imported)."
+    from robust_prune.models import read_checkpoint
+    return str(read_checkpoint(path)["arch_config"].get("arch", ""))
+
 def _writable(path: str) -> Path:
     p = Path(path)
     try:
@@ -139,6 +156,7 @@ def cmd_train(args) -> int:
     from robust_prune.data import get_loaders
     from robust_prune.models import create_model, save_checkpoint
     from robust_prune.finetune import finetune
+    _check_import(args.arch, args.allow_import)
     out = _writable(args.out)
     dls = get_loaders(args.dataset, batch_size=args.batch_size, root=args.data_root, download=args.download, size=args.size, seed=args.seed)
     model = create_model(args.arch, dls.info, seed=args.seed).to(_device(args.device))
@@ -163,7 +181,8 @@ def cmd_evaluate(args) -> int:
         if args.dataset != "digits": raise CLIError(f"Pass --checkpoint for {args.dataset}; only digits has a built-in model.")
         model, name = robust_digits_model(), "robust digits (demo)"
     else:
-        model, _ = load_checkpoint(args.checkpoint)
+        _check_import(_checkpoint_arch(args.checkpoint), args.allow_import, f" of '{args.checkpoint}'")
+        model, _ = load_checkpoint(args.checkpoint, allow_import=args.allow_import)
         name = Path(args.checkpoint).stem
     model = model.to(dev)
     size = args.size or model.arch_config["input_shape"][-1]
@@ -202,6 +221,14 @@ def config_from_args(args: argparse.Namespace):
     d.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
     if args.quiet: d["progress"] = False
     if "device" in d and d["device"] is not None: _device(d["device"])
+    allowed = bool(d.get("allow_import"))
+    if d.get("checkpoint"):
+        if Path(d["checkpoint"]).is_file(): _check_import(_checkpoint_arch(d["checkpoint"]), allowed, f" of '{d['checkpoint']}'")
+    elif d.get("arch"):
+        _check_import(d["arch"], allowed)
+        demo = d.get("dataset", "digits") == "digits" and str(d["arch"]).replace("-", "_") == "digits_resnet"
+        if not demo and not d.get("train_epochs"):
+            raise CLIError(f"Pass --checkpoint (a model trained with robust-prune train) or --train-epochs N to train {d['arch']} here first.")
     return MRPFConfig.from_dict(d)
 
 def cmd_run(args) -> int:

@@ -19,9 +19,9 @@ from .data import DatasetInfo, dataset_info
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'CHECKPOINT_FORMAT', 'Normalize', 'BasicBlock', 'Bottleneck', 'ResNet', 'VGG', 'TimmClassifier',
-           'Classifier', 'register_architecture', 'create_model', 'input_shape_of', 'record_input_shape',
-           'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint', 'read_checkpoint', 'rebuild',
-           'load_checkpoint']
+           'Classifier', 'imports_code', 'register_architecture', 'create_model', 'input_shape_of',
+           'record_input_shape', 'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint',
+           'read_checkpoint', 'rebuild', 'load_checkpoint']
 
 # %% ../nbs/01_models.ipynb #2c9d0d6f
 class Normalize(nn.Module):
@@ -213,7 +213,12 @@ def _constructor(spec: str, allow_import: bool = True) -> Callable[..., nn.Modul
         import torchvision
         if name not in torchvision.models.list_models(module=torchvision.models):
             raise ValueError(f"torchvision has no classification model {name!r}.")
-        return lambda num_classes, in_channels=3, size=None, **kw: torchvision.models.get_model(name, num_classes=num_classes, **kw)
+        def build_tv(num_classes, in_channels=3, size=None, **kw):
+            # auxiliary heads run only in training, outside the traced (eval) forward: pruning would leave them the
+            # unpruned widths, and they turn the training output into a tuple; built without them unless asked
+            if name in ("googlenet", "inception_v3"): kw.setdefault("aux_logits", False)
+            return torchvision.models.get_model(name, num_classes=num_classes, **kw)
+        return build_tv
     if src == "timm":
         import timm
         if not timm.is_model(name): raise ValueError(f"timm has no model {name!r}.")
@@ -229,6 +234,11 @@ def _constructor(spec: str, allow_import: bool = True) -> Callable[..., nn.Modul
     except (ImportError, AttributeError) as e: raise ValueError(f"Cannot find {spec!r}: {e}.") from None
     if not callable(fn): raise ValueError(f"{spec!r} is not a function.")
     return lambda num_classes, in_channels=3, size=None, **kw: fn(num_classes=num_classes, **kw)
+
+def imports_code(arch: str) -> bool:
+    "Whether building `arch` imports a module it names and calls a function of it (a `module:function` spec, not registered)."
+    a = str(arch)
+    return a not in ARCHITECTURES and ":" in a and a.partition(":")[0] not in ("torchvision", "timm")
 
 def register_architecture(
     name: str,  # the name checkpoints will record, e.g. 'mypackage.nets:make_net'

@@ -39,7 +39,7 @@ def initial_state(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if isinstance(cfg, dict) and "arch" in cfg:
-            fresh = rebuild(cfg, getattr(model, "pruning_history", None))
+            fresh = rebuild(cfg, getattr(model, "pruning_history", None), allow_import=True)  # its constructor built `model` already
         else:  # any other model: a copy (made once, not per evaluation) whose layers re-initialise themselves
             fresh = copy.deepcopy(model).cpu()
             for m in fresh.modules():

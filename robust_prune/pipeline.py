@@ -20,7 +20,7 @@ from .attacks import AttackSpec, adversarial_batch
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, default_attacks, evaluate, format_table
 from .finetune import DIGITS_EPS, History, finetune, robust_digits_model, _check_method
-from .models import ARCHITECTURES, create_model, load_checkpoint, save_checkpoint
+from .models import ARCHITECTURES, _arch_key, create_model, imports_code, load_checkpoint, save_checkpoint
 from .mrs import MRSReport, compute_mrs
 from .pruning import PruneReport, criterion_name, prune
 
@@ -32,8 +32,9 @@ __all__ = ['MRPFConfig', 'load_data', 'load_model', 'allocation_for', 'prune_and
 class MRPFConfig:
     "Every setting of an MRPF run; defaults run on the embedded digits data on a CPU in a few minutes."
     dataset: str = "digits"  # digits, cifar10, cifar100, svhn, tiny-imagenet
-    arch: str = "digits_resnet"  # resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet
+    arch: str = "digits_resnet"  # resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet, or torchvision:NAME, timm:NAME, module:function
     checkpoint: str | None = None  # the trained model; None: the demo's robust digits model (digits) or train one (`train_epochs`)
+    allow_import: bool = False  # an `arch` (or the checkpoint's) that is a `module:function` may be imported and called
     train_epochs: int = 0  # with no checkpoint (not digits): adversarial training epochs from scratch first
     data_root: str | None = None  # data folder (default $ROBUST_PRUNE_DATA or ./data)
     download: bool = False  # download missing data files
@@ -72,8 +73,10 @@ class MRPFConfig:
     def validate(self) -> "MRPFConfig":
         "Raise a one-line ValueError for any bad setting."
         dataset_info(self.dataset)
-        if self.arch.lower().replace("-", "_") not in ARCHITECTURES and self.arch.lower() != "vgg16":
-            raise ValueError(f"Unknown architecture {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}.")
+        _arch_key(self.arch)
+        if self.checkpoint is None and imports_code(self.arch) and not self.allow_import:
+            raise ValueError(f"The architecture {self.arch!r} is a function to import and call: set allow_import=True if you trust "
+                             "where it comes from.")
         if not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
             raise ValueError(f"sparsity must be a share in [0, 1), e.g. 0.7; got {self.sparsity!r}.")
         if self.rule.lower().replace("_", "-") not in RULES: raise ValueError(f"Unknown allocation rule {self.rule!r}; choose one of: {', '.join(RULES)}.")
@@ -152,7 +155,7 @@ def load_data(config: MRPFConfig, arch_shape: Sequence[int] | None = None):
 def load_model(config: MRPFConfig) -> nn.Module:
     "The dense starting model: the checkpoint, the demo's robust digits model, or one trained from scratch."
     dev = _device(config)
-    if config.checkpoint: return load_checkpoint(config.checkpoint, map_location=dev)[0].eval()
+    if config.checkpoint: return load_checkpoint(config.checkpoint, map_location=dev, allow_import=config.allow_import)[0].eval()
     info = dataset_info(config.dataset, size=config.size)
     if info.name == "digits" and config.arch.replace("-", "_") == "digits_resnet" and config.train_epochs == 0:
         return robust_digits_model(seed=config.seed, size=info.size, progress=config.progress).to(dev).eval()

@@ -1,5 +1,5 @@
 """Foreign networks (torchvision, timm) through groups → allocation → real prune → save → reload in a fresh process."""
-import json
+import copy
 import random
 import subprocess
 import sys
@@ -14,48 +14,89 @@ from robust_prune.models import create_model, load_checkpoint, save_checkpoint
 from robust_prune.pruning import prune
 
 # a representative set: plain residual, grouped convolutions, depthwise + squeeze-excite, layer scale (bare parameters),
-# inverted residuals with SiLU; every family of the issue's list is covered by the slow sweep below
+# inverted residuals with SiLU; every torchvision classifier and the timm families below run in the
+# slow sweep
 MODELS = ["torchvision:regnet_x_400mf", "timm:convnext_atto", "torchvision:mobilenet_v3_small"]
-SLOW_MODELS = ["torchvision:resnet18", "timm:efficientnet_b0", "timm:resnet18d", "torchvision:densenet121", "timm:mobilevit_xs", "timm:regnetx_002", "timm:mobilenetv3_small_050",
-               "torchvision:vgg11_bn", "torchvision:efficientnet_b0", "torchvision:convnext_tiny"]
+SIZE = 32
+
+# inputs other than 32x32, each the smallest the architecture takes
+SIZES = {
+    "torchvision:alexnet": 63,  # three stride-2 3x3 max-pools after a stride-4 11x11 stem leave nothing below 63
+    "torchvision:inception_v3": 75,  # its stem and reductions need 75 (torchvision's documented minimum)
+    "torchvision:maxvit_t": 224,  # every stage's map must split into 7x7 windows: sides that are multiples of 7 * 32
+    "torchvision:vit_h_14": 28,  # the side must be a multiple of the 14-pixel patch
+}
+# constructor arguments beyond num_classes
+KWARGS = {
+    "torchvision:vit_b_16": dict(image_size=32), "torchvision:vit_b_32": dict(image_size=32),
+    "torchvision:vit_l_16": dict(image_size=32), "torchvision:vit_l_32": dict(image_size=32),
+    "torchvision:vit_h_14": dict(image_size=28), "torchvision:maxvit_t": dict(input_size=(224, 224)),
+    "timm:vit_tiny_patch16_224": dict(patch_size=8),  # 4 tokens of 8x8 at 32x32, plus the class token
+}
+# Measured on a shared 2-core CPU (one test per model, wall seconds): resnet18 52, squeezenet1_0 29, googlenet 95,
+# inception_v3 176, timm resnet18d 85, mobilevit_xs 143, vit_tiny 168, shufflenet_v2_x1_0 (untraceable) 35; the widest
+# (vit_h_14, regnet_y_128gf, vit_l_*, efficientnet_v2_l, convnext_large) were not run there; swin_t was killed after 21 min.
+# what torch-pruning cannot trace, and the word the one-line error names it by
+UNTRACEABLE = {f"torchvision:shufflenet_v2_{w}": "reshape" for w in ("x0_5", "x1_0", "x1_5", "x2_0")}
+
+def _torchvision_all():
+    import torchvision
+    return [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+
+TIMM_FAMILIES = ["timm:resnet18", "timm:resnet18d", "timm:convnext_atto", "timm:efficientnet_b0", "timm:mobilenetv3_small_050",
+                 "timm:mobilenetv3_large_100", "timm:regnetx_002", "timm:regnety_002", "timm:densenet121", "timm:mobilevit_xs",
+                 "timm:vit_tiny_patch16_224"]
+SLOW_MODELS = [s for s in _torchvision_all() + TIMM_FAMILIES if s not in MODELS and s not in UNTRACEABLE]
+# where the cost model's dense count differs from torch-pruning's counter (allocate's verification on a pruned copy
+# then makes the budget hold, and `achieved` is the counted value)
+INEXACT: set[str] = set()
+COMBOS = [(rule, of) for rule in ("uniform", "param", "random") for of in ("params", "macs")]
+CI_COMBOS = [("uniform", "params"), ("param", "macs"), ("random", "macs")]  # each rule and each target once, every time
+
+def _size(spec): return SIZES.get(spec, SIZE)
 
 def _build(spec):
-    return create_model(spec, "cifar10", size=32, seed=0).eval()
+    return create_model(spec, "cifar10", size=_size(spec), seed=0, **KWARGS.get(spec, {})).eval()
 
 def _random_scores(cm, seed=0):
     rng = random.Random(seed)
     return {g: 10 ** rng.uniform(-2, 2) for g in cm.groups}
 
-def _sweep_one(spec, tmp_path):
+def _sweep_one(spec, tmp_path, exact=True, combos=COMBOS):
+    "Groups, then uniform, param and random allocations at params and MACs targets: each met after the real prune, as torch-pruning counts it."
     warnings.filterwarnings("ignore")
     model = _build(spec)
     cm = CostModel(model)
-    assert cm.exact_dense, (spec, cm.dense, cm.counted)
-    x = torch.rand(2, 3, 32, 32)
-    saved = {}
-    for rule, scores, of in (("uniform", None, "params"), ("param", None, "macs"), ("per-param", _random_scores(cm), "macs")):
-        a = allocate(scores, model, 0.5, rule, target_of=of, cost_model=cm)
-        pruned = create_model(spec, "cifar10", size=32, seed=0).eval()
-        pruned.load_state_dict(model.state_dict())
+    assert cm.groups, spec
+    if exact: assert cm.exact_dense, (spec, cm.dense, cm.counted)  # the cost model's dense count is the counter's
+    s = _size(spec)
+    x = torch.rand(2, 3, s, s)
+    for rule, of in combos:
+        rule_, scores = ("per-param", _random_scores(cm)) if rule == "random" else (rule, None)
+        a = allocate(scores, model, 0.5, rule_, target_of=of, cost_model=cm)
+        pruned = copy.deepcopy(model)
         prune(pruned, a, "l2")
         counted = count_cost(pruned, x)
         removed = (cm.counted[of] - counted[of]) / cm.dense_prunable(of)
         assert abs(removed - 0.5) <= 0.005 * 0.5, (spec, rule, of, removed)  # the budget, as torch-pruning counts it
-        assert a.achieved == pytest.approx(removed, abs=1e-12)  # what the allocation reports is what pruning gives
+        assert a.meta["verified"] and a.achieved == pytest.approx(removed, abs=1e-12)  # what the allocation reports is what pruning gives
         assert (a.meta["params_after"], a.meta["macs_after"]) == (counted["params"], counted["macs"])
-        assert pruned(x).shape == (2, 10)
-        if (rule, of) == ("per-param", "macs"):
+        with torch.no_grad(): y = pruned(x)
+        assert y.shape == (2, 10) and torch.isfinite(y).all()
+        if (rule, of) == ("random", "macs"):
             path = tmp_path / f"{spec.replace(':', '_')}.pt"
             save_checkpoint(pruned, path)
-            saved[spec] = (str(path), pruned(x).tolist())
+            saved = (str(path), x, y)
+        with torch.no_grad():  # and in training mode, as fine-tuning runs it (auxiliary heads included)
+            assert pruned.train()(x).shape == (2, 10)
+        del pruned
     return saved
 
 @pytest.mark.parametrize("spec", MODELS)
 def test_foreign_model_meets_param_and_mac_budgets_after_real_prune(spec, tmp_path):
-    saved = _sweep_one(spec, tmp_path)
+    path, _, _ = _sweep_one(spec, tmp_path, combos=CI_COMBOS)
     torch.save(torch.rand(2, 3, 32, 32), tmp_path / "x.pt")
     x = torch.load(tmp_path / "x.pt")
-    path, _ = saved[spec]
     model, _ = load_checkpoint(path)
     expected = model.eval()(x)
     # a fresh process rebuilds the pruned network from plain data and gives identical outputs
@@ -70,8 +111,19 @@ def test_foreign_model_meets_param_and_mac_budgets_after_real_prune(spec, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SLOW_MODELS)
-def test_wider_sweep_meets_budgets(spec, tmp_path):
-    _sweep_one(spec, tmp_path)
+def test_every_torchvision_classifier_and_timm_family_meets_budgets_and_reloads(spec, tmp_path):
+    path, x, y = _sweep_one(spec, tmp_path, exact=spec not in INEXACT)
+    back, _ = load_checkpoint(path)  # rebuilt from plain data: the constructor, the pruning history, the weights
+    with torch.no_grad(): assert torch.equal(back.eval()(x), y)
+
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=[] if s.endswith("x0_5") else [pytest.mark.slow]) for s in UNTRACEABLE])
+def test_models_torch_pruning_cannot_trace_fail_with_one_line(spec):
+    model = _build(spec)
+    for entry in (lambda: ModelGroups(model), lambda: CostModel(model), lambda: allocate(None, model, 0.5, "uniform"),
+                  lambda: prune(model, 0.3)):
+        with pytest.raises(ValueError) as e: entry()
+        msg = str(e.value)
+        assert "\n" not in msg and UNTRACEABLE[spec] in msg and "inputs of shape" not in msg, msg
 
 def test_untraceable_model_fails_with_one_line_naming_the_operation():
     import torchvision
