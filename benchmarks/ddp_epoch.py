@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     init_distributed()
     rank, world = dist_info()
     shape = (3, a.size, a.size)
-    model = plain_cnn(3, a.size) if a.arch == "plain_cnn" else create_model(a.arch, "cifar10", seed=0)
+    model = plain_cnn(3, a.size) if a.arch == "plain_cnn" else create_model(a.arch, "cifar10", seed=0, size=a.size)
     dev = torch.device(a.device)
     model.to(dev)
     pin = dev.type == "cuda"

@@ -136,13 +136,14 @@ class LossEvaluator:
                  model: nn.Module,  # the network (its parameters are only read)
                  x: torch.Tensor,  # fixed input batch (on the model's device)
                  y: torch.Tensor,  # its labels
-                 batch: str = "auto",  # how copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU, loop on a CPU
+                 batch: str = "auto",  # how copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU or with slices, else loop
                  max_batch: int = 4096,  # vmap: images per batched forward, so copies per forward = max(1, max_batch // len(x))
                  reuse: bool = True,  # after `focus`, compute what the focused tensors cannot change only once
                  slices: int = 1,  # `losses`: copy b is evaluated on slice b % slices of the batch (1: every copy on the whole batch)
                 ):
         if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
-        if batch == "auto": batch = "vmap" if x.device.type != "cpu" else "loop"  # the faster one on each (BENCHMARKS.md)
+        # the faster one on each (BENCHMARKS.md): vmap on a GPU; on a CPU the loop, unless the copies see small slices
+        if batch == "auto": batch = "vmap" if x.device.type != "cpu" or slices > 1 else "loop"
         if int(slices) != slices or not 1 <= slices <= len(x): raise ValueError(f"slices must be an integer in [1, {len(x)}] (the batch size), got {slices!r}.")
         self.model, self.x, self.y, self.batch, self.reuse, self.slices = model, x, y, batch, reuse, int(slices)
         # slices of near-equal size (they differ by one image at most); as an index matrix padded with image 0, and its mask
@@ -378,14 +379,21 @@ def _search_bisect(c: _Criticality) -> None:
         known_ok = hi if known_ok is None else min(known_ok, hi)
 
 def _search_root(c: _Criticality) -> None:
-    "Per α (largest first), bisect σ for the largest feasible grid value, assuming feasibility only falls as σ grows; skip α values that cannot beat the best score so far."
+    "Per α (largest first), find the largest feasible σ of the grid, assuming feasibility only falls as σ grows; skip α values that cannot beat the best score so far."
     top = len(c.sigmas) - 1
     for ia in reversed(range(len(c.alphas))):
         best = c.best()[0]
         need = next((js for js in range(top + 1) if c.objective(ia, js) < best), None)  # smallest σ that would beat it
         if need is None or not c.feasible(ia, need): continue
         lo, hi = need, top  # invariant: lo feasible, hi infeasible unless lo == hi
-        if c.feasible(ia, hi): continue
+        if best < math.inf:  # an improvement is usually small: gallop up from `need` (1, 2, 4, ... steps) to bracket the boundary
+            step = 1
+            while lo < top:
+                probe = min(lo + step, top)
+                if not c.feasible(ia, probe): hi = probe; break
+                lo, step = probe, 2 * step
+            if lo == top: continue
+        elif c.feasible(ia, hi): continue
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if c.feasible(ia, mid): lo = mid
@@ -600,7 +608,7 @@ def compute_mrs(
     worst_steps: int = 10,  # worst: gradient-ascent steps
     worst_step_size: float | None = None,  # worst: step length relative to the radius; None: 2.5 / worst_steps
     seed: int = 0,  # seed of the noise draws
-    batch: str = "auto",  # how perturbed copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU, loop on a CPU
+    batch: str = "auto",  # how perturbed copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU or for the full metric with slices, else loop
     reuse: bool = True,  # compute the activations a group cannot change once per group (torch.fx; False: whole forwards)
     max_batch: int = 4096,  # vmap: images per batched forward (bounds memory)
     progress: bool = False,  # progress bar over groups

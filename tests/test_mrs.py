@@ -387,3 +387,5 @@ def test_repeats_give_the_mean_of_the_seeds_with_spread_ci_and_error_bars():
     bars = rep.plot().data[0].error_y
     assert bars.array is not None and len(bars.array) == len(rep)
     assert compute_mrs(model, x, y, **kw).plot().data[0].error_y.array is None
+    from robust_prune.widgets import SensitivityExplorer  # the explorer draws the report's own bars, error bars included
+    assert SensitivityExplorer(rep).fig.data[0].error_y.array == bars.array
