@@ -226,6 +226,9 @@ def config_from_args(args: argparse.Namespace):
         if Path(d["checkpoint"]).is_file(): _check_import(_checkpoint_arch(d["checkpoint"]), allowed, f" of '{d['checkpoint']}'")
     elif d.get("arch"):
         _check_import(d["arch"], allowed)
+        from robust_prune.models import _arch_key
+        try: _arch_key(d["arch"])  # an unknown name is said as such, before asking how to get weights for it
+        except ValueError as e: raise CLIError(str(e)) from None
         demo = d.get("dataset", "digits") == "digits" and str(d["arch"]).replace("-", "_") == "digits_resnet"
         if not demo and not d.get("train_epochs"):
             raise CLIError(f"Pass --checkpoint (a model trained with robust-prune train) or --train-epochs N to train {d['arch']} here first.")
