@@ -147,7 +147,7 @@ class LossEvaluator:
         if int(slices) != slices or not 1 <= slices <= len(x): raise ValueError(f"slices must be an integer in [1, {len(x)}] (the batch size), got {slices!r}.")
         self.model, self.x, self.y, self.batch, self.reuse, self.slices = model, x, y, batch, reuse, int(slices)
         # slices of near-equal size (they differ by one image at most); as an index matrix padded with image 0, and its mask
-        idx = torch.arange(len(x), device=x.device).tensor_split(self.slices)
+        idx = self._idx = torch.arange(len(x), device=x.device).tensor_split(self.slices)
         self._rows = torch.stack([torch.cat([i, i.new_zeros(len(idx[0]) - len(i))]) for i in idx])
         self._mask = torch.stack([torch.arange(len(idx[0]), device=x.device) < len(i) for i in idx]).to(x.dtype)
         self.chunk = max(1, int(max_batch) // len(idx[0])) if batch == "vmap" else 1  # copies evaluated at once
@@ -223,19 +223,18 @@ class LossEvaluator:
             return F.cross_entropy(out, self.y[idx], reduction="sum") * (S / N)
         if self.batch == "loop":
             out = []
-            for b in range(B):
-                idx = self._rows[which[b]][self._mask[which[b]].bool()]
-                out.append(one({n: v[b] for n, v in stacked.items()}, idx, *args))
+            for b in range(B): out.append(one({n: v[b] for n, v in stacked.items()}, self._idx[which[b]], *args))
             self.forwards += B / S
             return torch.stack(out)
         # vmap: each copy gets its own rows of every per-image input (gathered before the call, padded with image 0)
+        def padded(t, yy, m, *a): return (F.cross_entropy(functional_call(mod, t, a), yy, reduction="none") * m).sum() * (S / N)
+        batched = vmap(padded, in_dims=(0, 0, 0) + tuple(0 if r else None for r in rows))
         out = []
         for i in range(0, B, self.chunk):
             w = which[i:i + self.chunk]
             idx, mask = self._rows[w], self._mask[w]
             sub = tuple(v[idx] if r else v for v, r in zip(args, rows))
-            def g(t, yy, m, *a): return (F.cross_entropy(functional_call(mod, t, a), yy, reduction="none") * m).sum() * (S / N)
-            try: out.append(vmap(g, in_dims=(0, 0, 0) + tuple(0 if r else None for r in rows))(
+            try: out.append(batched(
                 {n: v[i:i + self.chunk] for n, v in stacked.items()}, self.y[idx], mask, *sub))
             except RuntimeError as e:
                 warnings.warn(f"vmap cannot batch this model ({str(e).splitlines()[0][:120]}); evaluating copies one by one.")
@@ -298,9 +297,8 @@ class _Criticality:
     def _noise(self, n: str, d0: int, d1: int) -> torch.Tensor:
         "Standard-normal draws d0 … d1 − 1 of tensor `n`."
         if not self.antithetic: return self.z[n][d0:d1]
-        h = len(self.z[n])
-        parts = [self.z[n][a - (h if a >= h else 0):b - (h if a >= h else 0)] * (-1 if a >= h else 1)
-                 for a, b in ((d0, min(d1, h)), (max(d0, h), d1)) if a < b]
+        z, h = self.z[n], len(self.z[n])  # draw c < h is z[c]; draw c >= h is −z[c − h]
+        parts = ([z[d0:min(d1, h)]] if d0 < h else []) + ([-z[max(d0, h) - h:d1 - h]] if d1 > h else [])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def evaluate(self, points: list[tuple[int, int]]) -> None:
