@@ -31,7 +31,7 @@ def dependent_mac_share(model, x, groups) -> dict[str, float]:
     "Per group: multiply-accumulates of the convolutions and linear layers that depend on it, over those of the network."
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
-    from robust_prune.mrs import _touched
+    from robust_prune.partial import _touched
     gm = fx.symbolic_trace(model)
     ShapeProp(gm).propagate(x)
     macs = {}

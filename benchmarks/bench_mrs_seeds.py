@@ -21,6 +21,7 @@ import time
 import torch
 from scipy.stats import spearmanr
 
+from robust_prune.allocation import CostModel, allocate
 from robust_prune.attacks import AttackSpec, adversarial_batch
 from robust_prune.mrs import compute_mrs, prunable_groups
 
@@ -62,8 +63,23 @@ def spread(tab: list[dict]) -> dict:
     names = list(tab[0])
     rc = [spearmanr([a[n] for n in names], [b[n] for n in names]).statistic for a, b in itertools.combinations(tab, 2)]
     cv = {n: statistics.stdev([t[n] for t in tab]) / statistics.mean([t[n] for t in tab]) for n in names}
+    mean = {n: statistics.mean(t[n] for t in tab) for n in names}
+    # pairs of groups ordered differently by some two seeds, with the gap between their mean scores
+    swapped = sorted({tuple(sorted((g, h))) for a, b in itertools.combinations(tab, 2) for g, h in itertools.combinations(names, 2)
+                      if (a[g] - a[h]) * (b[g] - b[h]) < 0})
+    gaps = {f"{g} / {h}": abs(mean[g] - mean[h]) / min(mean[g], mean[h]) for g, h in swapped}
     return dict(rank_min=min(rc), rank_mean=statistics.mean(rc), cv_max=max(cv.values()), cv_mean=statistics.mean(cv.values()),
-                cv=cv, worst=max(cv, key=cv.get))
+                cv=cv, worst=max(cv, key=cv.get), swapped=gaps)
+
+
+def allocation_spread(model, reports, sparsities=(0.5, 0.7, 0.9), rule="per-param") -> dict:
+    "The decision the scores feed: per budget, the largest spread over seeds (max − min) of a group's pruning ratio."
+    cm = CostModel(model)
+    out = {}
+    for sp in sparsities:
+        ratios = [allocate(r, model, sp, rule, cost_model=cm).ratios for r in reports]
+        out[sp] = max(max(rt[n] for rt in ratios) - min(rt[n] for rt in ratios) for n in ratios[0])
+    return out
 
 
 def main() -> None:
@@ -85,20 +101,27 @@ def main() -> None:
     groups = prunable_groups(model, adv.x_adv[:1])
     print(f"{args.network}: {len(groups)} groups, {len(adv)} PGD-10 images (accuracy on them {100 * adv.adv_acc:.1f}%), "
           f"ready in {time.time() - t0:.0f} s\n")
-    print(f"| estimator ({args.seeds} noise seeds) | s per run | rank corr. min / mean | CV max / mean (worst group) |\n|---|---|---|---|")
-    out = {}
+    print(f"| estimator ({args.seeds} noise seeds) | s per run | rank corr. min / mean | CV max / mean (worst group) "
+          f"| per-param ratio spread at 50 / 70 / 90% (pp) |\n|---|---|---|---|---|")
+    out, swaps = {}, []
     for name in args.configs:
         runs = [compute_mrs(model, adv.x_adv, adv.y, groups=groups, seed=s, **CONFIGS[name]) for s in range(args.seeds)]
         tab = [r.scores for r in runs]
         if any(not math.isfinite(v) or v <= 0 for t in tab for v in t.values()):
-            print(f"| {name} | {statistics.mean(r.seconds for r in runs):.1f} | a score is 0 or infinite: {tab} | |")
+            print(f"| {name} | {statistics.mean(r.seconds for r in runs):.1f} | a score is 0 or infinite: {tab} | | |")
             continue
         s = spread(tab)
+        s["ratio_spread"] = allocation_spread(model, runs)
         print(f"| {name} | {statistics.mean(r.seconds for r in runs):.1f} | {s['rank_min']:.3f} / {s['rank_mean']:.3f} | "
-              f"{100 * s['cv_max']:.0f}% / {100 * s['cv_mean']:.0f}% ({s['worst']}) |", flush=True)
+              f"{100 * s['cv_max']:.0f}% / {100 * s['cv_mean']:.0f}% ({s['worst']}) | "
+              f"{' / '.join(f'{100 * v:.1f}' for v in s['ratio_spread'].values())} |", flush=True)
+        swaps.append((name, s["swapped"]))
         out[name] = dict(settings=CONFIGS[name], seconds=[r.seconds for r in runs], scores=tab, **s)
     if args.json:
         with open(args.json, "w") as f: json.dump(dict(network=args.network, device=args.device, results=out), f, indent=1)
+    for name, gaps in swaps:
+        print(f"\n{name}: groups some two seeds order differently (gap between their mean scores): "
+              + (", ".join(f"{k} ({100 * v:.1f}%)" for k, v in gaps.items()) or "none"))
     print(f"\ntotal {time.time() - t0:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
 
 

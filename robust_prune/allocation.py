@@ -8,20 +8,22 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 
 from .attacks import restore_modes
+from .core import atomic_write, canonical, known_fields, read_json
 
 from .groups import ModelGroups, count_cost, kept_channels, torch_pruning_ratio
 from .mrs import MRSReport
 
 # %% auto #0
-__all__ = ['RULES', 'CostModel', 'Allocation', 'rule_weights', 'allocate', 'pruning_ratio_dict']
+__all__ = ['RULES', 'SENSITIVITY_RULES', 'CostModel', 'Allocation', 'rule_weights', 'allocate', 'pruning_ratio_dict']
 
 # %% ../nbs/04_allocation.ipynb #d32a34f1
 def _counter_types() -> dict:
@@ -49,7 +51,6 @@ class _Layer:
     depthwise: bool = False
     mac_factor: float = 0.0  # MACs per output element of a norm as the counter counts them (0: not counted)
     counted: bool = True  # torch-pruning's counter counts this layer's MACs
-
 
 # %% ../nbs/04_allocation.ipynb #b8a8d184
 class CostModel:
@@ -100,8 +101,7 @@ class CostModel:
         self.fixed_params = self.total_params - self.dense_prunable("params")
         self.fixed_macs = self.dense["macs"] - self.dense_prunable("macs")
 
-
-# %% ../nbs/04_allocation.ipynb #1fd870a1
+# %% ../nbs/04_allocation.ipynb #15f5ccdc
 def _kind(m: nn.Module) -> str:
     if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, nn.modules.conv._ConvTransposeNd): return "conv"
     if isinstance(m, nn.Linear): return "linear"
@@ -121,6 +121,7 @@ def _describe(n: str, m: nn.Module, kind: str, positions: int, counted: bool) ->
     affine = bool(getattr(m, "affine", getattr(m, "elementwise_affine", True)))
     return _Layer(n, "norm", c, c, 0, 0.0, own / c, positions, mac_factor=(2.0 if affine else 1.0) if counted else 0.0, counted=counted)
 
+# %% ../nbs/04_allocation.ipynb #141ebd52
 def _profile(model: nn.Module, x: torch.Tensor):
     "One forward pass: output positions of every layer, each call of an activation or pooling layer with the layer that produced its input, the MACs of every other counted layer (fixed), and the layers the counter does not reach."
     out, calls, hooks, producer, recent = {}, [], [], {}, []
@@ -168,18 +169,20 @@ def _profile(model: nn.Module, x: torch.Tensor):
 
 CostModel._kind, CostModel._describe, CostModel._profile = staticmethod(_kind), staticmethod(_describe), staticmethod(_profile)
 
-
-# %% ../nbs/04_allocation.ipynb #64eb0647
-def _kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
+# %% ../nbs/04_allocation.ipynb #fc693356
+@patch
+def kept(self: CostModel, ratios: Mapping[str, float]) -> dict[str, int]:
     "Channels each group keeps for `ratios` ({group: ratio}; missing groups keep all), rounded as torch-pruning rounds them."
     return self.mg.kept(ratios)
 
-def _achievable(self, g: str, k: int) -> bool:
+@patch
+def achievable(self: CostModel, g: str, k: int) -> bool:
     "Whether torch-pruning can leave group `g` with exactly `k` channels."
     C = self.channels[g]
     return 0 < k <= C and kept_channels(C, (C - k) / C, self.channel_groups[g], self.round_to) == k
 
-def _next_kept(self, g: str, k: int, direction: int) -> int | None:
+@patch
+def next_kept(self: CostModel, g: str, k: int, direction: int) -> int | None:
     "The next channel count torch-pruning can keep in group `g`, one step fewer (`direction` 1) or more (-1) than `k`."
     k2 = k - direction
     while 0 < k2 <= self.channels[g]:
@@ -187,7 +190,8 @@ def _next_kept(self, g: str, k: int, direction: int) -> int | None:
         k2 -= direction
     return None
 
-def _count(self, ratios: Mapping[str, float], kept: Mapping[str, int] | None = None) -> dict[str, float]:
+@patch
+def count(self: CostModel, ratios: Mapping[str, float], kept: Mapping[str, int] | None = None) -> dict[str, float]:
     "Predicted `{'params': ..., 'macs': ...}` of the network pruned with `ratios` (or explicit `kept` channels)."
     kept = self.kept(ratios) if kept is None else kept
     removed = {n: {"out": 0.0, "in": 0.0} for n in self.layers}
@@ -214,38 +218,48 @@ def _count(self, ratios: Mapping[str, float], kept: Mapping[str, int] | None = N
     for n, src, m in self.calls: macs += m * frac.get(src, 1.0)  # activations and pooling follow their input's channels
     return dict(params=params + self._params_outside, macs=macs + self.fixed_macs_other)
 
-def _dense_prunable(self, of: str = "params") -> float:
+@patch
+def dense_prunable(self: CostModel, of: str = "params") -> float:
     "Dense count of what pruning can remove: the count minus what stays whatever the ratios."
     return self.count({})[of] - self.count({}, kept={g: 0 for g in self.groups})[of]
 
-def _removed_fraction(self, ratios: Mapping[str, float], of: str = "params") -> float:
+@patch
+def removed_fraction(self: CostModel, ratios: Mapping[str, float], of: str = "params") -> float:
     "Share of the prunable parameters (or MACs) that `ratios` remove, predicted."
     return (self.dense[of] - self.count(ratios)[of]) / self.dense_prunable(of)
 
-def _measure(self, ratios: Mapping[str, float]) -> dict[str, float]:
+# %% ../nbs/04_allocation.ipynb #e058879c
+@patch
+def measure(self: CostModel, ratios: Mapping[str, float]) -> dict[str, float]:
     "`{'params', 'macs', 'params_removed', 'macs_removed'}` counted by torch-pruning after really pruning a weightless copy."
     cost = self.mg.pruned_cost(ratios)
     return dict(cost, **{f"{of}_removed": (self.counted[of] - cost[of]) / self.dense_prunable(of) for of in ("params", "macs")})
 
-def _group_cost(self, of: str = "params") -> dict[str, float]:
+@patch
+def group_cost(self: CostModel, of: str = "params") -> dict[str, float]:
     "Per group: what removing all its channels (the others dense) would remove; the p_i of the rules."
     return {g: self.dense[of] - self.count({}, kept={h: (0 if h == g else self.channels[h]) for h in self.groups})[of]
             for g in self.groups}
 
-def _max_ratio(self, g: str, r_max: float) -> float:
+@patch
+def max_ratio(self: CostModel, g: str, r_max: float) -> float:
     "The largest ratio ≤ `r_max` torch-pruning can realise that leaves group `g` at least `min_channels` channels."
     C = self.channels[g]
     keep = max(self.min_channels, C - math.floor(C * r_max + 1e-9))
     while keep < C and not self.achievable(g, keep): keep += 1
     return 0.0 if keep >= C else (C - keep) / C
 
-for _f in (_kept, _achievable, _next_kept, _count, _dense_prunable, _removed_fraction, _measure, _group_cost, _max_ratio):
-    setattr(CostModel, _f.__name__[1:], _f)
+@patch
+def bounds(self: CostModel, r_min: float, r_max: float) -> tuple[dict[str, float], dict[str, float]]:
+    "Per group, the [low, high] ratio bounds an allocation with `r_min`, `r_max` keeps to (`r_max` as the group can realise it)."
+    hi = {g: self.max_ratio(g, r_max) for g in self.groups}
+    return {g: min(r_min, hi[g]) for g in self.groups}, hi
 
-
-# %% ../nbs/04_allocation.ipynb #8ebb53e1
+# %% ../nbs/04_allocation.ipynb #dd051059
 RULES = ("uniform", "param", "inverse", "per-param", "rank", "softmax")
+SENSITIVITY_RULES = ("inverse", "per-param", "rank", "softmax")  # the rules that need MRS scores
 
+# %% ../nbs/04_allocation.ipynb #ee3ae526
 @dataclass
 class Allocation:
     "Per-group pruning ratios, with the rule, target and bounds that produced them."
@@ -280,10 +294,7 @@ class Allocation:
         d = dict(d)
         if "ratios" not in d or not isinstance(d["ratios"], dict): raise ValueError("An allocation needs a `ratios` mapping {group: ratio}.")
         if d.get("scores") is not None: d["scores"] = {k: float(v) for k, v in d["scores"].items()}
-        known = set(cls.__dataclass_fields__)
-        extra = set(d) - known
-        if extra: raise ValueError(f"Unknown allocation field(s): {', '.join(sorted(extra))}.")
-        alloc = cls(**d)
+        alloc = cls(**known_fields(cls, d, "allocation"))
         for g, r in alloc.ratios.items():
             if not (isinstance(r, (int, float)) and 0 <= r < 1): raise ValueError(f"Ratio of {g!r} must be in [0, 1), got {r!r}.")
         alloc.ratios = {g: float(r) for g, r in alloc.ratios.items()}
@@ -291,50 +302,45 @@ class Allocation:
 
     def save(self, path: str | Path) -> Path:
         "Write as JSON (atomically)."
-        import os, tempfile
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f: json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "Allocation":
         "Read a JSON file written by `save` (or by hand)."
-        try: d = json.loads(Path(path).read_text())
-        except FileNotFoundError: raise FileNotFoundError(f"Allocation file not found: '{path}'.") from None
-        except json.JSONDecodeError as e: raise ValueError(f"'{path}' is not valid JSON: {e}.") from None
-        return cls.from_dict(d)
-
-    def to_frame(self):
-        "pandas DataFrame: one row per group with its ratio (and score)."
-        import pandas as pd
-        df = pd.DataFrame({"ratio": self.ratios})
-        if self.scores: df["score"] = pd.Series(self.scores)
-        df["locked"] = [g in self.locked for g in df.index]
-        df.index.name = "group"
-        return df
+        return cls.from_dict(read_json(path, "Allocation"))
 
     def __repr__(self) -> str:
         head = (f"Allocation(rule={self.rule}, target={self.target:.3f} of {self.target_of}"
                 + (f", achieved={self.achieved:.4f}" if self.achieved is not None else "") + f", bounds=[{self.r_min}, {self.r_max}])")
         return head + "\n" + self.to_frame().to_string(float_format=lambda v: f"{v:.4g}")
 
-    def plot(self, other: "Allocation | None" = None):
-        "Plotly bar chart of ratios per group (optionally beside another allocation), scores on a log axis if present."
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-        groups = list(self.ratios)
-        fig = make_subplots(specs=[[{"secondary_y": bool(self.scores)}]])
-        fig.add_trace(go.Bar(x=groups, y=[self.ratios[g] for g in groups], name=f"{self.rule} ratio"), secondary_y=False)
-        if other is not None:
-            fig.add_trace(go.Bar(x=groups, y=[other.ratios.get(g, 0) for g in groups], name=f"{other.rule} ratio"), secondary_y=False)
-        if self.scores:
-            fig.add_trace(go.Scatter(x=groups, y=[self.scores.get(g) for g in groups], name="score", mode="markers+lines"), secondary_y=True)
-            fig.update_yaxes(type="log", title_text="score (log)", secondary_y=True)
-        fig.update_yaxes(title_text="pruning ratio", range=[0, 1], secondary_y=False)
-        fig.update_layout(barmode="group", height=360, title=f"{self.rule}: {self.target:.0%} of {self.target_of}")
-        return fig
+# %% ../nbs/04_allocation.ipynb #dd197486
+@patch
+def to_frame(self: Allocation):
+    "pandas DataFrame: one row per group with its ratio (and score)."
+    import pandas as pd
+    df = pd.DataFrame({"ratio": self.ratios})
+    if self.scores: df["score"] = pd.Series(self.scores)
+    df["locked"] = [g in self.locked for g in df.index]
+    df.index.name = "group"
+    return df
+
+@patch
+def plot(self: Allocation, other: "Allocation | None" = None):
+    "Plotly bar chart of ratios per group (optionally beside another allocation), scores on a log axis if present."
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    groups = list(self.ratios)
+    fig = make_subplots(specs=[[{"secondary_y": bool(self.scores)}]])
+    fig.add_trace(go.Bar(x=groups, y=[self.ratios[g] for g in groups], name=f"{self.rule} ratio"), secondary_y=False)
+    if other is not None:
+        fig.add_trace(go.Bar(x=groups, y=[other.ratios.get(g, 0) for g in groups], name=f"{other.rule} ratio"), secondary_y=False)
+    if self.scores:
+        fig.add_trace(go.Scatter(x=groups, y=[self.scores.get(g) for g in groups], name="score", mode="markers+lines"), secondary_y=True)
+        fig.update_yaxes(type="log", title_text="score (log)", secondary_y=True)
+    fig.update_yaxes(title_text="pruning ratio", range=[0, 1], secondary_y=False)
+    fig.update_layout(barmode="group", height=360, title=f"{self.rule}: {self.target:.0%} of {self.target_of}")
+    return fig
 
 # %% ../nbs/04_allocation.ipynb #c8ac7811
 def rule_weights(
@@ -346,7 +352,7 @@ def rule_weights(
     temperature: float = 1.0,  # temperature of `softmax`
 ) -> dict[str, float]:
     "Unnormalised weights w_i of a rule; ratios are clip(λ·w_i). Scores ≤ 0 are floored, infinite ones get weight 0."
-    rule = str(rule).lower().replace("_", "-")
+    rule = canonical(rule)
     if rule not in RULES: raise ValueError(f"Unknown allocation rule {rule!r}; choose one of: {', '.join(RULES)}.")
     if rule == "uniform": return {g: 1.0 for g in groups}
     if rule in ("param", "per-param"):
@@ -480,8 +486,7 @@ def allocate(
         if not 0 <= v < 1: raise ValueError(f"Locked ratio of {g!r} must be in [0, 1), got {v}.")
     costs = cm.group_cost("params" if target_of == "params" else "macs")
     weights = rule_weights(rule, [g for g in cm.groups if g not in locked], scores, costs, gamma, temperature)
-    lo_b = {g: min(r_min, cm.max_ratio(g, r_max)) for g in cm.groups}
-    hi_b = {g: cm.max_ratio(g, r_max) for g in cm.groups}
+    lo_b, hi_b = cm.bounds(r_min, r_max)
     def solve(t: float) -> dict[str, float]:
         return {**_solve(cm, weights, locked, t, target_of, lo_b, hi_b, tol), **locked}
     ratios = solve(target)
@@ -494,7 +499,7 @@ def allocate(
         warnings.warn(f"Allocation reaches {achieved:.4f} of {target_of} for a target of {target:.4f} "
                       f"({'as torch-pruning counts it' if verify else 'predicted'}; channel granularity); tolerance was {tol:.1%}.")
     if isinstance(report, MRSReport): meta["score_method"] = report.method
-    return Allocation(ratios=ratios, rule=str(rule).lower().replace("_", "-"), target=float(target), target_of=target_of,
+    return Allocation(ratios=ratios, rule=canonical(rule), target=float(target), target_of=target_of,
                       r_min=r_min, r_max=r_max, min_channels=min_channels, gamma=gamma, temperature=temperature,
                       locked=sorted(locked), scores=scores, achieved=achieved, round_to=round_to, meta=meta)
 
@@ -509,3 +514,14 @@ def pruning_ratio_dict(
     missing = [g for g in allocation.ratios if g not in mods]
     if missing: raise ValueError(f"The allocation names layer(s) the model does not have: {', '.join(missing)}.")
     return (groups if groups is not None else ModelGroups(model, round_to=allocation.round_to)).ratio_dict(allocation.ratios, model)
+
+# %% ../nbs/04_allocation.ipynb #6bd44a97
+@patch
+def with_ratio(self: Allocation, group: str, ratio: float, cost_model: CostModel) -> Allocation:
+    "A copy with `group`'s ratio set by hand (whole channels, as pruning cuts them): rule `manual`, the share removed recounted."
+    cm = cost_model
+    if group not in cm.groups: raise ValueError(f"{group!r} is not a group of the model; groups: {', '.join(cm.groups)}.")
+    if not (isinstance(ratio, (int, float)) and 0 <= ratio < 1): raise ValueError(f"A ratio must be in [0, 1), got {ratio!r}.")
+    ratios = {**self.ratios, group: (cm.channels[group] - cm.kept({group: ratio})[group]) / cm.channels[group]}
+    achieved = cm.removed_fraction(ratios, self.target_of)
+    return replace(self, ratios=ratios, rule="manual", target=achieved, achieved=achieved, meta={}, locked=list(self.locked))

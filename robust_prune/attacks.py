@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Iterable, Sequence
 
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torchattacks
 
+from .core import canonical, known_fields
 from .models import input_shape_of
 
 # %% auto #0
@@ -25,7 +27,7 @@ ATTACKS: dict[str, str] = {
     "fgsm": "Linf", "pgd": "Linf", "pgd-l2": "L2", "tpgd": "Linf", "apgd": "Linf", "cw": "L2",
     "autoattack": "Linf", "apgd-ce+apgd-t": "Linf", "square": "Linf", "none": "Linf",
 }
-_ALIASES = {"pgd-linf": "pgd", "pgdl2": "pgd-l2", "pgd_l2": "pgd-l2", "aa": "autoattack", "clean": "none", "trades": "tpgd",
+_ALIASES = {"pgd-linf": "pgd", "pgdl2": "pgd-l2", "aa": "autoattack", "clean": "none", "trades": "tpgd",
             "apgd-ce+t": "apgd-ce+apgd-t"}
 _EITHER_NORM = ("apgd", "autoattack", "apgd-ce+apgd-t", "square")  # attacks that run in Linf or L2
 
@@ -70,7 +72,7 @@ class AttackSpec:
     lr: float = 0.01  # cw: Adam learning rate
 
     def __post_init__(self):
-        name = str(self.name).lower().strip()
+        name = canonical(str(self.name).strip())
         name = _ALIASES.get(name, name)
         if name not in ATTACKS:
             raise ValueError(f"Unknown attack {self.name!r}; choose one of: {', '.join(ATTACKS)}.")
@@ -103,48 +105,47 @@ class AttackSpec:
         "True only for AutoAttack with the reference's iterations (what RobustBench reports)."
         return self.name == "autoattack" and self.steps == AA_ITERATIONS
 
-    @property
-    def label(self) -> str:
-        "A short name for tables, e.g. `PGD-10 (Linf, 8/255)`; only the standard AutoAttack is called `AutoAttack`."
-        if self.name == "none": return "clean"
-        aa = "AutoAttack" if self.is_standard_autoattack else f"non-standard AutoAttack-{self.steps}"
-        base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "pgd-l2": f"PGD-{self.steps}", "tpgd": f"TPGD-{self.steps}",
-                "apgd": f"APGD-{self.steps}", "cw": f"CW-{self.steps}", "autoattack": aa,
-                "apgd-ce+apgd-t": f"APGD-CE+APGD-T-{self.steps}", "square": f"Square-{self.steps}"}[self.name]
-        if self.name == "cw" and self.eps == 0: return f"{base} (L2, unbounded)"
-        return f"{base} ({self.norm}, {format_pixels(self.eps)})"
-
     def __str__(self) -> str: return self.label
 
-    def to_dict(self) -> dict:
-        "JSON-safe dict."
-        return asdict(self)
+# %% ../nbs/02_attacks.ipynb #f4b53904
+@patch(as_prop=True)
+def label(self: AttackSpec) -> str:
+    "A short name for tables, e.g. `PGD-10 (Linf, 8/255)`; only the standard AutoAttack is called `AutoAttack`."
+    if self.name == "none": return "clean"
+    aa = "AutoAttack" if self.is_standard_autoattack else f"non-standard AutoAttack-{self.steps}"
+    base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "pgd-l2": f"PGD-{self.steps}", "tpgd": f"TPGD-{self.steps}",
+            "apgd": f"APGD-{self.steps}", "cw": f"CW-{self.steps}", "autoattack": aa,
+            "apgd-ce+apgd-t": f"APGD-CE+APGD-T-{self.steps}", "square": f"Square-{self.steps}"}[self.name]
+    if self.name == "cw" and self.eps == 0: return f"{base} (L2, unbounded)"
+    return f"{base} ({self.norm}, {format_pixels(self.eps)})"
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "AttackSpec":
-        "Inverse of `to_dict`; unknown keys are an error."
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
-        if extra: raise ValueError(f"Unknown AttackSpec field(s): {', '.join(sorted(extra))}; known: {', '.join(sorted(known))}.")
-        return cls(**d)
+@patch
+def to_dict(self: AttackSpec) -> dict:
+    "JSON-safe dict."
+    return asdict(self)
 
-    @classmethod
-    def parse(cls, text: "str | AttackSpec | dict") -> "AttackSpec":
-        "Read `'pgd'`, `'pgd:eps=8/255,steps=20'` or `'cw:c=0.5,steps=100'` (also accepts a spec or a dict)."
-        if isinstance(text, AttackSpec): return text
-        if isinstance(text, dict): return cls.from_dict(text)
-        name, _, rest = str(text).partition(":")
-        kw: dict = {}
-        for part in filter(None, (p.strip() for p in rest.split(","))):
-            key, sep, value = part.partition("=")
-            key = key.strip()
-            if not sep: raise ValueError(f"Attack option {part!r} in {text!r} is not of the form key=value.")
-            if key in ("steps",): kw[key] = int(parse_number(value))
-            elif key == "random_start": kw[key] = value.strip().lower() in ("1", "true", "yes")
-            elif key == "norm": kw[key] = value.strip()
-            elif key in {f.name for f in fields(cls)} - {"name"}: kw[key] = parse_number(value)
-            else: raise ValueError(f"Unknown attack option {key!r} in {text!r}.")
-        return cls(name.strip(), **kw)
+@patch(cls_method=True)
+def from_dict(cls: AttackSpec, d: dict) -> "AttackSpec":
+    "Inverse of `to_dict`; unknown keys are an error."
+    return cls(**known_fields(cls, d))
+
+@patch(cls_method=True)
+def parse(cls: AttackSpec, text: "str | AttackSpec | dict") -> "AttackSpec":
+    "Read `'pgd'`, `'pgd:eps=8/255,steps=20'` or `'cw:c=0.5,steps=100'` (also accepts a spec or a dict)."
+    if isinstance(text, AttackSpec): return text
+    if isinstance(text, dict): return cls.from_dict(text)
+    name, _, rest = str(text).partition(":")
+    kw: dict = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep: raise ValueError(f"Attack option {part!r} in {text!r} is not of the form key=value.")
+        if key in ("steps",): kw[key] = int(parse_number(value))
+        elif key == "random_start": kw[key] = value.strip().lower() in ("1", "true", "yes")
+        elif key == "norm": kw[key] = value.strip()
+        elif key in {f.name for f in fields(cls)} - {"name"}: kw[key] = parse_number(value)
+        else: raise ValueError(f"Unknown attack option {key!r} in {text!r}.")
+    return cls(name.strip(), **kw)
 
 # %% ../nbs/02_attacks.ipynb #9ff60b00
 def num_classes_of(model: nn.Module) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['CLIError', 'build_parser', 'cmd_train', 'cmd_evaluate', 'config_from_args', 'cmd_run', 'cmd_mrs', 'main']
 
-# %% ../nbs/10_cli.ipynb #aa03c2a3
+# %% ../nbs/10_cli.ipynb #18051242
 class CLIError(Exception):
     "A user error: printed as one line, exit code 2."
 
@@ -56,6 +56,7 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     p.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+# %% ../nbs/10_cli.ipynb #f44ae894
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `robust-prune` command."
     parser = argparse.ArgumentParser(
@@ -122,12 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/10_cli.ipynb #8c03e47b
 def _device(name: str | None):
-    import torch
-    if name is None: return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try: dev = torch.device(name)
-    except RuntimeError: raise CLIError(f"Unknown device {name!r}; use cpu, cuda or cuda:N.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available(): raise CLIError("CUDA was asked for but no CUDA device is available.")
-    return dev
+    from robust_prune.core import pick_device
+    try: return pick_device(name)
+    except ValueError as e: raise CLIError(str(e)) from None
 
 def _check_import(arch: str, allowed: bool, where: str = "") -> None:
     "A `module:function` architecture is imported and called only with --allow-import."
@@ -172,8 +170,9 @@ def cmd_evaluate(args) -> int:
     from robust_prune.data import get_loaders
     from robust_prune.models import load_checkpoint
     from robust_prune.evaluation import default_attacks, evaluate
-    from robust_prune.finetune import robust_digits_model, DIGITS_EPS
+    from robust_prune.finetune import robust_digits_model
     from robust_prune.attacks import AttackSpec
+    from robust_prune.core import atomic_write, provenance
     from robust_prune.data import dataset_info
     dataset_info(args.dataset)  # unknown names fail here, with the list of known ones
     dev = _device(args.device)
@@ -188,13 +187,15 @@ def cmd_evaluate(args) -> int:
     size = args.size or model.arch_config["input_shape"][-1]
     dls = get_loaders(args.dataset, batch_size=args.batch_size, root=args.data_root, download=args.download, size=size,
                       channels=model.arch_config["input_shape"][0], seed=args.seed)
-    eps = DIGITS_EPS if args.dataset == "digits" else 8 / 255
+    eps = dataset_info(args.dataset).eps
     attacks = [AttackSpec.parse(a) for a in args.attack] if args.attack else default_attacks(eps)
     report = evaluate(model, dls.test, attacks, name=name, max_samples=args.max_samples, seed=args.seed)
     print(report)
     sanity = _sanity(model, dls.test, attacks, eps, args) if args.sanity else None
     if sanity is not None: print(sanity)
-    if args.json: _writable(args.json).write_text(json.dumps(report.to_dict() | ({"sanity": sanity.to_dict()} if sanity else {}), indent=2))
+    if args.json:
+        out = report.to_dict() | ({"sanity": sanity.to_dict()} if sanity else {}) | {"provenance": provenance(dev, args.seed)}
+        atomic_write(_writable(args.json), json.dumps(out, indent=2))
     return 0
 
 # %% ../nbs/10_cli.ipynb #5c9e2b10
@@ -252,6 +253,7 @@ def cmd_mrs(args) -> int:
     from robust_prune.pipeline import load_model, load_data
     from robust_prune.attacks import adversarial_batch
     from robust_prune.mrs import compute_mrs
+    from robust_prune.core import atomic_write, provenance
     config = config_from_args(args)
     json_out, html_out = (_writable(p) if p else None for p in (args.json, args.html))  # fail before the slow part
     model = load_model(config)
@@ -261,7 +263,7 @@ def cmd_mrs(args) -> int:
     report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, per_layer=args.per_layer,
                          seed=config.seed, progress=config.progress)
     print(report)
-    if json_out: json_out.write_text(json.dumps(report.to_dict(), indent=2))
+    if json_out: atomic_write(json_out, json.dumps(report.to_dict() | {"provenance": provenance(config.device, config.seed)}, indent=2))
     if html_out: report.plot().write_html(html_out, include_plotlyjs="cdn")
     return 0
 

@@ -19,6 +19,8 @@ from torchvision import datasets as tvd
 from torchvision import transforms as T
 from torchvision.datasets.vision import VisionDataset
 
+from .core import canonical
+
 # %% auto #0
 __all__ = ['DATASETS', 'DatasetInfo', 'dataset_info', 'default_root', 'DatasetNotFoundError', 'Digits', 'CIFAR10', 'CIFAR100',
            'SVHN', 'TinyImageNet', 'train_transform', 'test_transform', 'get_dataset', 'Loaders', 'get_loaders']
@@ -34,6 +36,7 @@ class DatasetInfo:
     mean: tuple[float, ...]  # per-channel mean of the training images in [0, 1] pixel space
     std: tuple[float, ...]  # per-channel standard deviation, same space
     folder: str = ""  # sub-folder of the data root that holds the files ("" for embedded data)
+    eps: float = 8 / 255  # the usual L∞ attack budget on this set, in [0, 1] pixel units (the defaults of training and evaluation)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -46,7 +49,7 @@ class DatasetInfo:
 
 # %% ../nbs/00_data.ipynb #2108cd04
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", 10, 1, 8, (0.3052,), (0.3760,)),
+    "digits": DatasetInfo("digits", 10, 1, 8, (0.3052,), (0.3760,), eps=0.1),
     "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py"),
     "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar-100-python"),
     "svhn": DatasetInfo("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "svhn"),
@@ -55,7 +58,7 @@ DATASETS: dict[str, DatasetInfo] = {
 
 # %% ../nbs/00_data.ipynb #6160861f
 def _check_name(name: str) -> str:
-    key = str(name).lower().replace("_", "-")
+    key = canonical(name)
     if key == "tinyimagenet": key = "tiny-imagenet"
     if key not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import AttackSpec, robust_accuracy
+from .core import known_fields
 from .finetune import distributed_accuracy
 from .models import input_shape_of  # the one place that knows a model's input shape
 
@@ -93,8 +94,8 @@ class RobustnessReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RobustnessReport":
-        "Inverse of `to_dict`."
-        return cls(**d)
+        "Inverse of `to_dict`; unknown keys are an error."
+        return cls(**known_fields(cls, d))
 
     def to_frame(self):
         "A one-row pandas DataFrame."
@@ -200,8 +201,8 @@ class SanityReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SanityReport":
-        "Inverse of `to_dict`."
-        return cls(**d)
+        "Inverse of `to_dict`; unknown keys are an error."
+        return cls(**known_fields(cls, d))
 
     def __str__(self) -> str:
         from robust_prune.attacks import format_pixels

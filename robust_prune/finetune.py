@@ -11,6 +11,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterable
 
@@ -19,20 +20,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
-from .data import get_loaders
+from .core import canonical
+from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd', 'training_loss', 'make_optimizer',
            'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
            'save_training_state', 'init_distributed', 'dist_info', 'is_main_process', 'distributed_loader',
-           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'robust_digits_model']
+           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'robust_digits_model',
+           'prune_then_finetune']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
 METHODS = ("trades", "pgd-at", "mart", "clean")
 
 def _check_method(method: str) -> str:
-    m = str(method).lower().replace("_", "-")
+    m = canonical(method)
     m = {"pgd": "pgd-at", "madry": "pgd-at", "at": "pgd-at", "standard": "clean", "none": "clean"}.get(m, m)
     if m not in METHODS: raise ValueError(f"Unknown fine-tuning method {method!r}; choose one of: {', '.join(METHODS)}.")
     return m
@@ -133,7 +136,7 @@ def make_optimizer(
     nesterov: bool = True,  # Nesterov momentum for SGD
 ) -> torch.optim.Optimizer:
     "An optimiser by name; batch-norm and bias parameters get no weight decay."
-    name = str(name).lower()
+    name = canonical(name)
     if name not in OPTIMIZERS: raise ValueError(f"Unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
     if not (lr > 0 and math.isfinite(lr)): raise ValueError(f"lr must be a positive number, got {lr}.")
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -149,7 +152,7 @@ def make_scheduler(
     total_steps: int = 1,  # optimiser steps in the whole run
 ) -> torch.optim.lr_scheduler.LRScheduler:
     "A learning-rate schedule stepped once per batch."
-    name = str(name).lower()
+    name = canonical(name)
     if name not in SCHEDULES: raise ValueError(f"Unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}.")
     total_steps = max(1, total_steps)
     if name == "cosine": return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -417,6 +420,81 @@ def _divergence_message(epoch: int, step: int, steps: int, weights: bool, lr: fl
             else "no checkpoint was written from it")
     return f"Training diverged: {what}; the learning rate (lr={lr:g}) is probably too high, lower it and run again ({kept})."
 
+# %% ../nbs/06_finetune.ipynb #e70ec53b
+def _place(model: nn.Module, device, distributed: bool, channels_last: bool) -> torch.device:
+    "Move `model` to `device` (under torchrun a CUDA device is this process's GPU) and memory format; returns the device."
+    if device is not None: model.to(device)
+    dev = next(model.parameters()).device
+    if distributed and dev.type == "cuda":
+        dev = _local_device(dev)
+        model.to(dev)
+    if channels_last: model.to(memory_format=torch.channels_last)
+    return dev
+
+def _wrap(model: nn.Module, dev: torch.device, distributed: bool, compile: bool) -> tuple[nn.Module, nn.Module]:
+    "(bare, net): the bare model is attacked and saved; `net` (DDP-wrapped under torchrun, compiled on request) is trained."
+    bare = torch.compile(model) if compile else model
+    if not distributed: return bare, bare
+    from torch.nn.parallel import DistributedDataParallel
+    # buffers are not broadcast at every forward: TRADES runs the model twice before backward, and a broadcast
+    # between the two rewrites batch-norm statistics autograd still needs; rank 0's statistics are copied each epoch
+    net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+    return bare, (torch.compile(net) if compile else net)
+
+def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> History:
+    "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history."
+    from robust_prune.models import read_checkpoint
+    saved = read_checkpoint(ckpt, map_location=dev)
+    state = saved["meta"].get("training")
+    if state is None: raise ValueError(f"'{ckpt}' holds no training state to resume from.")
+    if state["settings"] != settings:
+        diff = {k for k in settings if state["settings"].get(k) != settings[k]}
+        raise ValueError(f"Cannot resume from '{ckpt}': it was made with different settings ({', '.join(sorted(diff))}).")
+    try: model.load_state_dict(saved["state_dict"])
+    except RuntimeError: raise ValueError(f"Cannot resume from '{ckpt}': its weights do not fit this model.") from None
+    opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"): scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"], train)
+    return History.from_dict(state["history"])
+
+def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, channels_last) -> tuple[torch.Tensor, torch.Tensor]:
+    "One optimiser step on the batch (`x`, `y`); returns the (detached) loss, the logits and `y` on the device."
+    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+    if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+    with _autocast(dev, amp):
+        loss, logits = training_loss(net, x, y, method, spec, beta, attack_model=bare)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+    else:
+        loss.backward(); opt.step()
+    sched.step()
+    return loss.detach(), logits, y
+
+# %% ../nbs/06_finetune.ipynb #948a1465
+def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_step: bool, distributed: bool):
+    "One pass over the batches: (sums [loss·n, correct, n, non-finite losses, 0] on the device, first bad step, batches run)."
+    sums = torch.zeros(5, device=dev, dtype=torch.float64)  # read once per epoch: no host sync per step
+    first_bad = torch.zeros((), device=dev, dtype=torch.float64)  # the first step (1-based) with a non-finite loss
+    batches = 0
+    for x, y in batches_in:
+        if batches == 0: check_inputs(run.model, x, y)  # bad data fails early, once per epoch (a host sync)
+        loss_d, logits, y = step(x, y)
+        run.step += 1
+        n = len(y)
+        sums[0] += loss_d.double() * n
+        sums[1] += (logits.argmax(1) == y).sum()
+        sums[2] += n
+        bad = ~torch.isfinite(loss_d)
+        sums[3] += bad
+        first_bad.masked_fill_(bad & (first_bad == 0), batches + 1)  # on the device: no host sync
+        batches += 1
+        if check_each_step and bad: break
+        for cb in cbs: cb.on_batch_end(run, loss_d)
+        if stop_event is not None and stop_event.is_set(): run.stop = True
+        if run.stop and not distributed: break
+    return sums, first_bad, batches
+
 # %% ../nbs/06_finetune.ipynb #87ad7961
 def finetune(
     model: nn.Module,  # network to train (modified in place)
@@ -455,13 +533,8 @@ def finetune(
     distributed = init_distributed()
     rank, world = dist_info()
     main = rank == 0
-    if device is not None: model.to(device)
-    dev = next(model.parameters()).device
-    if distributed and dev.type == "cuda":
-        dev = _local_device(dev)
-        model.to(dev)
+    dev = _place(model, device, distributed, channels_last)
     amp = _resolve_amp(amp, dev)
-    if channels_last: model.to(memory_format=torch.channels_last)
     if distributed: train = distributed_loader(train, seed=seed or 0)
     settings = _run_settings(method=method, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
                              weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed,
@@ -478,65 +551,20 @@ def finetune(
     saved_epoch = 0  # the epoch `ckpt` holds, once this run wrote (or resumed from) it
     check_each_step = dev.type == "cpu" and not distributed  # a CPU reads the loss for free: stop at the first bad step
     if resume and ckpt.is_file():
-        from robust_prune.models import read_checkpoint
-        saved = read_checkpoint(ckpt, map_location=dev)
-        state = saved["meta"].get("training")
-        if state is None: raise ValueError(f"'{ckpt}' holds no training state to resume from.")
-        if state["settings"] != settings:
-            diff = {k for k in settings if state["settings"].get(k) != settings[k]}
-            raise ValueError(f"Cannot resume from '{ckpt}': it was made with different settings ({', '.join(sorted(diff))}).")
-        try: model.load_state_dict(saved["state_dict"])
-        except RuntimeError: raise ValueError(f"Cannot resume from '{ckpt}': its weights do not fit this model.") from None
-        opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"): scaler.load_state_dict(state["scaler"])
-        run.history = History.from_dict(state["history"])
-        run.epoch = len(run.history)
-        _set_rng_state(state["rng"], train)
-        saved_epoch = run.epoch
-    # the bare model is attacked and saved; `net` (DDP-wrapped under torchrun, compiled on request) is trained
-    bare = torch.compile(model) if compile else model
-    net = bare
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-        # buffers are not broadcast at every forward: TRADES runs the model twice before backward, and a broadcast
-        # between the two rewrites batch-norm statistics autograd still needs; rank 0's statistics are copied each epoch
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
-        if compile: net = torch.compile(net)
+        run.history = _resume_from(ckpt, model, opt, sched, scaler, settings, train, dev)
+        run.epoch = saved_epoch = len(run.history)
+    bare, net = _wrap(model, dev, distributed, compile)
     cbs = list(callbacks)
     for cb in cbs: cb.on_train_begin(run)
     while run.epoch < epochs and not run.stop:
         epoch = run.epoch + 1
         if distributed: train.sampler.set_epoch(epoch)
         model.train()
-        t0, total, batches = time.time(), 0, 0
-        sums = torch.zeros(5, device=dev, dtype=torch.float64)  # loss * n, correct, n, non-finite losses, non-finite tensors: read once per epoch
-        first_bad = torch.zeros((), device=dev, dtype=torch.float64)  # the first step (1-based) with a non-finite loss; read on failure only
-        for x, y in tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False):
-            if batches == 0: check_inputs(model, x, y)  # bad data fails early, once per epoch (a host sync)
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            if channels_last: x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(dev, amp):
-                loss, logits = training_loss(net, x, y, method, spec, beta, attack_model=bare)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-            else:
-                loss.backward(); opt.step()
-            sched.step()
-            run.step += 1
-            loss_d = loss.detach()
-            sums[0] += loss_d.double() * len(y)
-            sums[1] += (logits.argmax(1) == y).sum()
-            sums[2] += len(y)
-            bad = ~torch.isfinite(loss_d)
-            sums[3] += bad
-            first_bad.masked_fill_(bad & (first_bad == 0), batches + 1)  # on the device: no host sync
-            total += len(y)
-            batches += 1
-            if check_each_step and bad: break
-            for cb in cbs: cb.on_batch_end(run, loss_d)
-            if stop_event is not None and stop_event.is_set(): run.stop = True
-            if run.stop and not distributed: break
+        t0 = time.time()
+        bar = tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False)
+        step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=scaler, dev=dev, amp=amp, method=method,
+                       spec=spec, beta=beta, channels_last=channels_last)
+        sums, first_bad, batches = _epoch(run, bar, step, dev, cbs, stop_event, check_each_step, distributed)
         if distributed:
             for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
         sums[4] = _nonfinite_tensors(model)
@@ -570,7 +598,7 @@ def finetune(
     return run.history
 
 # %% ../nbs/06_finetune.ipynb #f69ccefe
-DIGITS_EPS = 0.1
+DIGITS_EPS = DATASETS["digits"].eps  # the digits budget (0.1), kept under this name
 
 def cache_dir() -> Path:
     "Where trained demo models are kept: `$ROBUST_PRUNE_CACHE`, else `~/.cache/robust-prune`."
@@ -599,3 +627,34 @@ def robust_digits_model(
                        epochs=epochs, lr=0.1, schedule="onecycle", seed=seed, progress=progress)
     if cache: save_checkpoint(model, path, settings=settings, history=history.to_dict())
     return model.eval()
+
+# %% ../nbs/06_finetune.ipynb #8d595095
+def prune_then_finetune(
+    model: nn.Module,  # the dense network (left untouched: a copy is pruned)
+    allocation,  # an `Allocation` (or {group: ratio}, or one ratio)
+    train,  # training DataLoader of [0, 1] images
+    test=None,  # test DataLoader for the per-epoch accuracies (None: skip)
+    criterion: str = "l2",  # pruning criterion: random, l1, l2, lamp, taylor or hessian
+    grad_data=None,  # taylor/hessian: the fixed adversarial batch; None: `train` under the training attack
+    prune_steps: int = 1,  # iterative pruning steps
+    round_to: int | None = None,  # keep channel counts multiples of this (default: the allocation's)
+    ignored_layers=None,  # layers to leave whole besides the head
+    seed: int = 0,  # seed of pruning (random criterion) and fine-tuning
+    **kwargs,  # everything else goes to `finetune` (method, attack, epochs, lr, callbacks, checkpoint_dir, ...)
+):
+    "Prune a copy of `model` with `allocation`, then fine-tune it with `finetune`; returns (model, PruneReport, History)."
+    import copy
+    from robust_prune.pruning import GRADIENT_CRITERIA, criterion_name, prune
+    pruned = copy.deepcopy(model)
+    grad = {}
+    if criterion_name(criterion) in GRADIENT_CRITERIA:
+        attack = kwargs.get("attack", _default_of(finetune, "attack"))
+        grad = dict(grad_data=grad_data) if grad_data is not None else dict(grad_data=train, grad_attack=attack)
+    if round_to is None: round_to = getattr(allocation, "round_to", None)
+    report = prune(pruned, allocation, criterion, steps=prune_steps, round_to=round_to, ignored_layers=ignored_layers,
+                   seed=seed, **grad)
+    return pruned, report, finetune(pruned, train, test, seed=seed, **kwargs)
+
+def _default_of(f, name: str):
+    import inspect
+    return inspect.signature(f).parameters[name].default

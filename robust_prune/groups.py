@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 
 from .attacks import restore_modes
@@ -41,7 +42,7 @@ def resolve_ignored(
         else: raise ValueError(f"ignored_layers takes modules or module names, got {type(item).__name__}.")
     return list({id(s): s for m in out for s in m.modules()}.values())
 
-# %% ../nbs/02a_groups.ipynb #46fa64f4
+# %% ../nbs/02a_groups.ipynb #9f92b795
 def check_forward(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     "Run `model` once on `x` (eval mode, no gradients; modes restored) or say in one line why it does not run; returns the last convolution or linear layer called (the classifier, whatever its name)."
     last, hooks = [], [m.register_forward_hook(lambda mod, i, o: last.append(mod))
@@ -100,6 +101,7 @@ def _from_torch_pruning(e: BaseException) -> bool:
         tb = tb.tb_next
     return inside
 
+# %% ../nbs/02a_groups.ipynb #91409304
 @contextmanager
 def torch_pruning_errors(
     model: nn.Module,  # the model torch-pruning works on
@@ -257,23 +259,28 @@ class ModelGroups:
         self.groups: list[PrunableGroup] = sorted(found, key=lambda g: order.get(g.name, len(order)))
 
 # %% ../nbs/02a_groups.ipynb #2d94f5b4
-def _names(self) -> list[str]:
+@patch(as_prop=True)
+def names(self: ModelGroups) -> list[str]:
     "Group names (root layers) in module order."
     return [g.name for g in self.groups]
 
-def _channels(self) -> dict[str, int]:
+@patch(as_prop=True)
+def channels(self: ModelGroups) -> dict[str, int]:
     "Channels of each group."
     return {g.name: g.channels for g in self.groups}
 
-def _channel_groups(self) -> dict[str, int]:
+@patch(as_prop=True)
+def channel_groups(self: ModelGroups) -> dict[str, int]:
     "Channel groups of each group (1 unless grouped convolutions couple the channels)."
     return {g.name: g.channel_groups for g in self.groups}
 
-def _kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
+@patch
+def kept(self: ModelGroups, ratios: Mapping[str, float]) -> dict[str, int]:
     "Channels each group keeps for `ratios` ({group: ratio}; missing groups keep all), as torch-pruning rounds them."
     return {g.name: kept_channels(g.channels, float(ratios.get(g.name, 0.0)), g.channel_groups, self.round_to) for g in self.groups}
 
-def _ratio_dict(self, ratios: Mapping[str, float], model: nn.Module | None = None) -> dict[nn.Module, float]:
+@patch
+def ratio_dict(self: ModelGroups, ratios: Mapping[str, float], model: nn.Module | None = None) -> dict[nn.Module, float]:
     "torch-pruning's `pruning_ratio_dict` {root module of `model`: ratio} for `ratios` (zero ratios left out)."
     model = self.model if model is None else model
     mods, by = dict(model.named_modules()), {g.name: g for g in self.groups}
@@ -281,14 +288,9 @@ def _ratio_dict(self, ratios: Mapping[str, float], model: nn.Module | None = Non
     if unknown: raise ValueError(f"Not a prunable group of this model: {', '.join(map(repr, unknown))}; groups: {', '.join(by)}.")
     return {mods[g]: torch_pruning_ratio(by[g].channels, float(r), by[g].channel_groups) for g, r in ratios.items() if r > 0}
 
-ModelGroups.names = property(_names)
-ModelGroups.channels = property(_channels)
-ModelGroups.channel_groups = property(_channel_groups)
-ModelGroups.kept = _kept
-ModelGroups.ratio_dict = _ratio_dict
-
 # %% ../nbs/02a_groups.ipynb #c948ac8b
-def _per_layer(self) -> list[PrunableGroup]:
+@patch
+def per_layer(self: ModelGroups) -> list[PrunableGroup]:
     "One unit per convolution / linear layer of every group, with the norms it feeds directly."
     DG, root_types = self.pruner.DG, tuple(self.pruner.root_module_types)
     names, pnames, units = self.module_names, self.param_names, []
@@ -305,7 +307,6 @@ def _per_layer(self) -> list[PrunableGroup]:
                                        sum(math.prod(s) for s in tensors.values()), int(DG.get_out_channels(m)), tensors, g.channel_groups))
     return units
 
-ModelGroups.per_layer = _per_layer
 
 def prunable_groups(
     model: nn.Module,  # the network
@@ -318,7 +319,8 @@ def prunable_groups(
     return mg.per_layer() if per_layer else mg.groups
 
 # %% ../nbs/02a_groups.ipynb #2b3b4f29
-def _make_pruner(self, model: nn.Module, importance, ratios: Mapping[str, float] | float, example_inputs: torch.Tensor | None = None,
+@patch
+def make_pruner(self: ModelGroups, model: nn.Module, importance, ratios: Mapping[str, float] | float, example_inputs: torch.Tensor | None = None,
                  steps: int = 1):
     "torch-pruning's `MetaPruner` for `model` (this model or a copy of it) with this walk's ignored layers and rounding."
     import torch_pruning as tp
@@ -331,7 +333,6 @@ def _make_pruner(self, model: nn.Module, importance, ratios: Mapping[str, float]
         return tp.pruner.MetaPruner(model, x, importance, pruning_ratio=ratio, pruning_ratio_dict=ratio_dict,
                                     ignored_layers=ignored, iterative_steps=int(steps), round_to=self.round_to)
 
-ModelGroups.make_pruner = _make_pruner
 
 class _InOrder:
     "An importance that ranks channels by index (the counts do not depend on which channels go)."
@@ -345,7 +346,8 @@ def count_cost(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         macs, params = tp.utils.count_ops_and_params(model, x[:1])
     return dict(params=int(params), macs=int(macs))
 
-def _pruned_cost(self, ratios: Mapping[str, float] | float) -> dict[str, int]:
+@patch
+def pruned_cost(self: ModelGroups, ratios: Mapping[str, float] | float) -> dict[str, int]:
     "`{'params', 'macs'}` of the model pruned by `ratios`, counted by torch-pruning after pruning a weightless copy."
     for device in ("meta", "cpu"):
         try:
@@ -357,5 +359,3 @@ def _pruned_cost(self, ratios: Mapping[str, float] | float) -> dict[str, int]:
         except NotImplementedError:  # an operation without a meta kernel: count on a CPU copy
             if device == "cpu": raise
     raise AssertionError("unreachable")
-
-ModelGroups.pruned_cost = _pruned_cost

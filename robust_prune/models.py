@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import atomic_write, provenance
 from .data import DatasetInfo, dataset_info
 
 # %% auto #0
@@ -376,20 +377,8 @@ def unprunable_layers(model: nn.Module) -> list[nn.Module]:
 CHECKPOINT_FORMAT = 1
 
 def atomic_save(obj, path: str | Path) -> Path:
-    "`torch.save` to a temporary file beside `path`, flushed to disk, then renamed over it."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return path
+    "`torch.save` to a temporary file beside `path`, flushed to disk, then renamed over it (`atomic_write`)."
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 # %% ../nbs/01_models.ipynb #bf6a9bb7
 def _num_outputs(model: nn.Module, shape: Sequence[int]) -> int:
@@ -421,6 +410,8 @@ def save_checkpoint(
                       mean=None, std=None, size=shape[-1], kwargs={})
     history = pruning_history if pruning_history is not None else getattr(model, "pruning_history", [])
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if "provenance" not in meta:  # what wrote it: package versions, source commit, device
+        meta["provenance"] = provenance(next((p.device for p in model.parameters()), None), meta.get("seed"))
     return atomic_save(dict(format=CHECKPOINT_FORMAT, arch_config=config, pruning_history=[list(h) for h in history],
                             state_dict=state, meta=meta), path)
 

@@ -7,26 +7,25 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 import time
 import warnings
 from dataclasses import dataclass, field, fields
 from typing import Iterable, Sequence
 
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import canonical
+from .partial import BATCH_MODES, LossEvaluator
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
 from .attacks import check_inputs, num_classes_of, restore_modes
 from .models import rebuild, unprunable_layers
 
 # %% auto #0
-__all__ = ['BATCH_MODES', 'SIGMA_STEP', 'SEARCHES', 'METHODS', 'initial_state', 'LossEvaluator', 'GroupScore', 'MRSReport',
-           'compute_mrs']
-
-# %% ../nbs/03_mrs.ipynb #fe9ccd77
-def _dedupe(items: Iterable) -> list: return list(dict.fromkeys(items))
+__all__ = ['SIGMA_STEP', 'SEARCHES', 'ESTIMATORS', 'METHODS', 'initial_state', 'GroupScore', 'MRSReport', 'Estimator', 'Taylor',
+           'Rewind', 'Noise', 'Worst', 'Criticality', 'estimator', 'compute_mrs']
 
 # %% ../nbs/03_mrs.ipynb #06c2f18a
 def initial_state(
@@ -45,203 +44,6 @@ def initial_state(
             for m in fresh.modules():
                 if hasattr(m, "reset_parameters"): m.reset_parameters()
     return {n: p.detach().to(device) for n, p in fresh.named_parameters()}
-
-# %% ../nbs/03_mrs.ipynb #baa1a54f
-_INPLACE_OPS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv, operator.imod,
-                operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift, operator.irshift, operator.imatmul}
-
-def _inplace(n, gm) -> bool:
-    "Whether the traced operation `n` may write into its first argument."
-    if n.op == "call_function":
-        name = getattr(n.target, "__name__", "")
-        return n.target in _INPLACE_OPS or (name.endswith("_") and not name.startswith("_")) or n.kwargs.get("inplace") is True
-    if n.op == "call_method": return n.target.endswith("_") and not n.target.startswith("_")
-    if n.op == "call_module": return getattr(gm.get_submodule(n.target), "inplace", False) is True
-    return False
-
-def _touched(gm, names: set[str]) -> set:
-    "Nodes of the traced graph whose value can depend on one of the parameters `names`."
-    import torch.fx as fx
-    def reads(n) -> bool:
-        if n.op not in ("call_module", "get_attr"): return False
-        return n.target in names or any(k.startswith(n.target + ".") for k in names)
-    nodes, out = list(gm.graph.nodes), set()
-    changed = True
-    while changed:
-        changed = False
-        for n in nodes:
-            if n.op != "output" and n not in out and (reads(n) or any(a in out for a in n.all_input_nodes)):
-                out.add(n); changed = True
-        # a value written in place by a touched operation, or written in place while a touched one reads it, is
-        # recomputed with the touched part (so the reused values are never modified and every read sees the same data)
-        for n in nodes:
-            a = n.args[0] if n.args else None
-            if isinstance(a, fx.Node) and a not in out and _inplace(n, gm) and (n in out or any(u in out for u in a.users)):
-                out.add(a); changed = True
-    return out
-
-class _Focus:
-    "The part of a traced model that depends on some parameters, with the values it reads from the rest computed once."
-    def __init__(self, gm, names: Iterable[str], x: torch.Tensor):
-        import torch.fx as fx
-        self.names = set(names)
-        touched = _touched(gm, self.names)
-        nodes = list(gm.graph.nodes)
-        if any(n.op == "placeholder" for n in touched): raise ValueError("the model writes into its input in place")
-        out = next(n for n in nodes if n.op == "output")
-        inputs = _dedupe(a for n in nodes if n in touched or n is out for a in n.all_input_nodes if a not in touched)
-        graph, env = fx.Graph(), {}
-        for k, a in enumerate(inputs): env[a] = graph.placeholder(f"reused_{k}")
-        for n in nodes:
-            if n in touched or n is out: env[n] = graph.node_copy(n, lambda a: env[a])
-        self.sub = fx.GraphModule(gm, graph)  # shares gm's modules, hence the model's parameters and their names
-        self.args = _run_untouched(gm, touched, inputs, x)
-        # oneDNN's CPU convolutions skip a layout reorder per call on channels-last activations. Used without gradients
-        # only: with torch 2.14 on the CPU, the weight gradient of a strided 1×1 convolution of a few channels-last
-        # channels corrupts the heap.
-        self.args_cl = self.args if x.device.type != "cpu" else tuple(
-            a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in self.args)
-        self.touched, self.total = len(touched), len(nodes)
-        # which reused values hold one row per image (computed from the images, batch first): those a slice of the
-        # images cuts; None when a value computed from the images does not have the batch first (no slicing then)
-        from_x = set()
-        for n in nodes:
-            if n.op == "placeholder" or any(a in from_x for a in n.all_input_nodes): from_x.add(n)
-        rows = [a in from_x for a in inputs]
-        ok = all(isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(x) for v, r in zip(self.args, rows) if r)
-        self.rows = tuple(rows) if ok else None
-
-def _run_untouched(gm, touched: set, wanted: list, x: torch.Tensor) -> tuple:
-    "Run every operation outside `touched` (in graph order, in-place ones included) and return the values of `wanted`."
-    import torch.fx as fx
-    keep = set(wanted)
-    class Partial(fx.Interpreter):
-        def __init__(self):
-            super().__init__(gm); self.kept = {}
-        def run_node(self, n):
-            if n in touched or n.op == "output": return None
-            v = super().run_node(n)
-            if n in keep: self.kept[n] = v
-            return v
-    with torch.no_grad():
-        ip = Partial(); ip.run(x)
-    return tuple(ip.kept[n] for n in wanted)
-
-# %% ../nbs/03_mrs.ipynb #6da9b7f9
-BATCH_MODES = ("auto", "vmap", "loop")
-
-class LossEvaluator:
-    "Mean cross-entropy of `model` (eval mode) on a fixed batch, with some parameter tensors substituted."
-    def __init__(self,
-                 model: nn.Module,  # the network (its parameters are only read)
-                 x: torch.Tensor,  # fixed input batch (on the model's device)
-                 y: torch.Tensor,  # its labels
-                 batch: str = "auto",  # how copies are evaluated: vmap (one batched forward) or loop; auto: vmap on a GPU or with slices, else loop
-                 max_batch: int = 4096,  # vmap: images per batched forward, so copies per forward = max(1, max_batch // len(x))
-                 reuse: bool = True,  # after `focus`, compute what the focused tensors cannot change only once
-                 slices: int = 1,  # `losses`: copy b is evaluated on slice b % slices of the batch (1: every copy on the whole batch)
-                ):
-        if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
-        # the faster one on each (BENCHMARKS.md): vmap on a GPU; on a CPU the loop, unless the copies see small slices
-        if batch == "auto": batch = "vmap" if x.device.type != "cpu" or slices > 1 else "loop"
-        if int(slices) != slices or not 1 <= slices <= len(x): raise ValueError(f"slices must be an integer in [1, {len(x)}] (the batch size), got {slices!r}.")
-        self.model, self.x, self.y, self.batch, self.reuse, self.slices = model, x, y, batch, reuse, int(slices)
-        # slices of near-equal size (they differ by one image at most); as an index matrix padded with image 0, and its mask
-        idx = self._idx = torch.arange(len(x), device=x.device).tensor_split(self.slices)
-        self._rows = torch.stack([torch.cat([i, i.new_zeros(len(idx[0]) - len(i))]) for i in idx])
-        self._mask = torch.stack([torch.arange(len(idx[0]), device=x.device) < len(i) for i in idx]).to(x.dtype)
-        self.chunk = max(1, int(max_batch) // len(idx[0])) if batch == "vmap" else 1  # copies evaluated at once
-        self.forwards = 0  # perturbed copies evaluated so far
-        self._gm, self._focus = None, None
-        self.note = ""  # why activations are not reused, if they are not
-
-    def _traced(self):
-        "The model traced by torch.fx and checked on the batch; None (with `note` set) when that is not possible."
-        if self._gm is None:
-            import torch.fx as fx
-            try:
-                gm = fx.symbolic_trace(self.model)
-                with torch.no_grad(): same = torch.allclose(gm(self.x), self.model(self.x), rtol=1e-4, atol=1e-5)
-                if not same: raise RuntimeError("the traced graph gives a different output")
-                self._gm = gm
-            except Exception as e:  # any model torch.fx cannot follow is evaluated whole
-                self._gm, self.reuse = False, False
-                self.note = f"activations not reused: torch.fx cannot trace this model ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
-        return self._gm or None
-
-    def focus(self, names: Iterable[str] | None) -> None:
-        "Prepare evaluations that substitute only the tensors `names` (None: clear)."
-        self._focus = None
-        if names is None or not self.reuse: return
-        gm = self._traced()
-        if gm is None: return
-        try: self._focus = _Focus(gm, names, self.x)
-        except ValueError: self._focus = None  # evaluated whole
-
-    def _target(self, tensors: dict[str, torch.Tensor], sliced: bool = False) -> tuple[nn.Module, tuple, tuple]:
-        "The module that computes the logits with `tensors` substituted, its inputs (the focused part where it covers them) and which inputs hold one row per image."
-        f = self._focus
-        if f is not None and tensors and f.names.issuperset(tensors) and not (sliced and f.rows is None):
-            return f.sub, (f.args if torch.is_grad_enabled() else f.args_cl), (f.rows or (False,) * len(f.args))
-        return self.model, (self.x,), (True,)
-
-    def loss(self, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        "Loss with `tensors` (name → value) in place of the model's own (none: the model as it is)."
-        from torch.func import functional_call
-        self.forwards += 1
-        mod, args, _ = self._target(tensors or {})
-        return F.cross_entropy(functional_call(mod, tensors or {}, args), self.y)
-
-    @torch.no_grad()
-    def losses(self, stacked: dict[str, torch.Tensor], first: int = 0) -> torch.Tensor:
-        "Losses of B copies; `stacked` maps names to tensors with a leading copy dimension B. With slices, copy b sees slice (first + b) % slices."
-        if self.slices > 1: return self._sliced_losses(stacked, first)
-        B = next(iter(stacked.values())).shape[0]
-        if self.batch == "loop": return torch.stack([self.loss({n: v[b] for n, v in stacked.items()}) for b in range(B)])
-        from torch.func import functional_call, vmap
-        mod, args, _ = self._target(stacked)
-        one = lambda t: F.cross_entropy(functional_call(mod, t, args), self.y)
-        out = []
-        for i in range(0, B, self.chunk):
-            try: out.append(vmap(one)({n: v[i:i + self.chunk] for n, v in stacked.items()}))
-            except RuntimeError as e:  # a model vmap cannot batch (e.g. data-dependent Python control flow)
-                warnings.warn(f"vmap cannot batch this model ({str(e).splitlines()[0][:120]}); evaluating copies one by one.")
-                self.batch, self.chunk = "loop", 1
-                return torch.cat(out + [self.losses({n: v[i:] for n, v in stacked.items()})])
-            self.forwards += out[-1].shape[0]
-        return torch.cat(out)
-
-    def _sliced_losses(self, stacked: dict[str, torch.Tensor], first: int) -> torch.Tensor:
-        "Copy b on its slice of the batch: its summed cross-entropy × slices / N (over one copy per slice, the batch mean)."
-        from torch.func import functional_call, vmap
-        B = next(iter(stacked.values())).shape[0]
-        mod, args, rows = self._target(stacked, sliced=True)
-        S, N = self.slices, len(self.x)
-        which = (torch.arange(B) + first) % S
-        def one(t, idx, *a):
-            out = functional_call(mod, t, tuple(v[idx] if r else v for v, r in zip(a, rows)))
-            return F.cross_entropy(out, self.y[idx], reduction="sum") * (S / N)
-        if self.batch == "loop":
-            out = []
-            for b in range(B): out.append(one({n: v[b] for n, v in stacked.items()}, self._idx[which[b]], *args))
-            self.forwards += B / S
-            return torch.stack(out)
-        # vmap: each copy gets its own rows of every per-image input (gathered before the call, padded with image 0)
-        def padded(t, yy, m, *a): return (F.cross_entropy(functional_call(mod, t, a), yy, reduction="none") * m).sum() * (S / N)
-        batched = vmap(padded, in_dims=(0, 0, 0) + tuple(0 if r else None for r in rows))
-        out = []
-        for i in range(0, B, self.chunk):
-            w = which[i:i + self.chunk]
-            idx, mask = self._rows[w], self._mask[w]
-            sub = tuple(v[idx] if r else v for v, r in zip(args, rows))
-            try: out.append(batched(
-                {n: v[i:i + self.chunk] for n, v in stacked.items()}, self.y[idx], mask, *sub))
-            except RuntimeError as e:
-                warnings.warn(f"vmap cannot batch this model ({str(e).splitlines()[0][:120]}); evaluating copies one by one.")
-                self.batch, self.chunk = "loop", 1
-                return torch.cat(out + [self._sliced_losses({n: v[i:] for n, v in stacked.items()}, first + i)])
-            self.forwards += out[-1].shape[0] / S
-        return torch.cat(out)
 
 # %% ../nbs/03_mrs.ipynb #571e7450
 SIGMA_STEP = 0.01  # default σ grid: each point 1% above the one before
@@ -265,7 +67,7 @@ def _alpha_grid(alphas: int | Sequence[float]) -> list[float]:
     return sorted(set(vals))
 
 # %% ../nbs/03_mrs.ipynb #738dbdea
-class _Criticality:
+class _Feasibility:
     "The feasibility table of one group, evaluated lazily and batched: is E_u[L_adv(θ_i(α, σu))] <= threshold?"
     def __init__(self, ev: LossEvaluator, thF: dict, th0: dict, alphas: list, sigmas: list, draws: int,
                  threshold: float, gen: torch.Generator, early_exit: bool = True, antithetic: bool = False):
@@ -301,48 +103,52 @@ class _Criticality:
         parts = ([z[d0:min(d1, h)]] if d0 < h else []) + ([-z[max(d0, h) - h:d1 - h]] if d1 > h else [])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def evaluate(self, points: list[tuple[int, int]]) -> None:
-        "Fill the table for `points` (one batched evaluation per `points_per_batch` points and stage of draws)."
-        # cross-entropy is never negative, so once the draws evaluated so far sum to more than draws × threshold the
-        # mean over all draws is above the threshold whatever the others give: the point is settled. The margin covers
-        # the float32 rounding of the mean the full evaluation would compare, so the decision is exactly the same.
-        limit = self.copies * self.threshold * (1 + 1e-7 * (self.copies + 10))
-        points = [p for p in points if p not in self.table]
-        for k in range(0, len(points), self.points_per_batch):
-            active = points[k:k + self.points_per_batch]
-            seen: dict[tuple[int, int], list[torch.Tensor]] = {p: [] for p in active}
-            for d0, d1 in self._stages():
-                if not active: break
-                stacked = {n: torch.cat([((1 - self.alphas[ia]) * self.th0[n] + self.alphas[ia] * self.thF[n]).unsqueeze(0)
-                                         + (self.sigmas[js] * self.rms[n]) * self._noise(n, d0, d1) for ia, js in active])
-                           for n in self.thF}
-                out = self.ev.losses(stacked, d0).view(len(active), d1 - d0)
-                for p, row in zip(active, out): seen[p].append(row)
-                if d1 == self.copies: break
-                over = [s > limit for s in torch.stack([torch.cat(seen[p]).double().sum() for p in active]).tolist()]
-                for p, o in zip(active, over):
-                    if o: self.table[p] = False
-                active = [p for p, o in zip(active, over) if not o]
-            if active:
-                mean = torch.stack([torch.cat(seen[p]) for p in active]).mean(1)
-                for p, ok in zip(active, (mean <= self.threshold).tolist()): self.table[p] = ok
+# %% ../nbs/03_mrs.ipynb #0b7ec6e3
+@patch
+def evaluate(self: _Feasibility, points: list[tuple[int, int]]) -> None:
+    "Fill the table for `points` (one batched evaluation per `points_per_batch` points and stage of draws)."
+    # cross-entropy is never negative, so once the draws evaluated so far sum to more than draws × threshold the
+    # mean over all draws is above the threshold whatever the others give: the point is settled. The margin covers
+    # the float32 rounding of the mean the full evaluation would compare, so the decision is exactly the same.
+    limit = self.copies * self.threshold * (1 + 1e-7 * (self.copies + 10))
+    points = [p for p in points if p not in self.table]
+    for k in range(0, len(points), self.points_per_batch):
+        active = points[k:k + self.points_per_batch]
+        seen: dict[tuple[int, int], list[torch.Tensor]] = {p: [] for p in active}
+        for d0, d1 in self._stages():
+            if not active: break
+            stacked = {n: torch.cat([((1 - self.alphas[ia]) * self.th0[n] + self.alphas[ia] * self.thF[n]).unsqueeze(0)
+                                     + (self.sigmas[js] * self.rms[n]) * self._noise(n, d0, d1) for ia, js in active])
+                       for n in self.thF}
+            out = self.ev.losses(stacked, d0).view(len(active), d1 - d0)
+            for p, row in zip(active, out): seen[p].append(row)
+            if d1 == self.copies: break
+            over = [s > limit for s in torch.stack([torch.cat(seen[p]).double().sum() for p in active]).tolist()]
+            for p, o in zip(active, over):
+                if o: self.table[p] = False
+            active = [p for p, o in zip(active, over) if not o]
+        if active:
+            mean = torch.stack([torch.cat(seen[p]) for p in active]).mean(1)
+            for p, ok in zip(active, (mean <= self.threshold).tolist()): self.table[p] = ok
 
-    def feasible(self, ia: int, js: int) -> bool:
-        self.evaluate([(ia, js)])
-        return self.table[(ia, js)]
+@patch
+def feasible(self: _Feasibility, ia: int, js: int) -> bool:
+    self.evaluate([(ia, js)])
+    return self.table[(ia, js)]
 
-    def best(self) -> tuple[float, int | None, int | None]:
-        "The minimum objective over the feasible points evaluated so far (ties: larger σ, then smaller α)."
-        cands = [(self.objective(ia, js), -js, ia) for (ia, js), ok in self.table.items() if ok]
-        if not cands: return math.inf, None, None
-        obj, mjs, ia = min(cands)
-        return obj, ia, -mjs
+@patch
+def best(self: _Feasibility) -> tuple[float, int | None, int | None]:
+    "The minimum objective over the feasible points evaluated so far (ties: larger σ, then smaller α)."
+    cands = [(self.objective(ia, js), -js, ia) for (ia, js), ok in self.table.items() if ok]
+    if not cands: return math.inf, None, None
+    obj, mjs, ia = min(cands)
+    return obj, ia, -mjs
 
 # %% ../nbs/03_mrs.ipynb #8cc287b5
-def _search_grid(c: _Criticality) -> None:
+def _search_grid(c: _Feasibility) -> None:
     c.evaluate([(ia, js) for js in range(len(c.sigmas)) for ia in range(len(c.alphas))])
 
-def _search_ordered(c: _Criticality) -> None:
+def _search_ordered(c: _Feasibility) -> None:
     "Visit points by increasing objective, one batch at a time; stop once a batch holds a feasible point."
     order = sorted(((c.objective(ia, js), -js, ia) for js in range(len(c.sigmas)) for ia in range(len(c.alphas))))
     pts = [(ia, -mjs) for _, mjs, ia in order]
@@ -355,7 +161,7 @@ def _search_ordered(c: _Criticality) -> None:
             c.evaluate([p for p in pts[k + len(batch):] if c.objective(*p) <= obj])
             return
 
-def _search_bisect(c: _Criticality) -> None:
+def _search_bisect(c: _Feasibility) -> None:
     "Per σ (largest first), bisect for the smallest feasible α, assuming feasibility is monotone in α and σ."
     top = len(c.alphas) - 1
     known_ok: int | None = None  # smallest α index found feasible at a larger σ (so feasible here, by monotonicity)
@@ -376,7 +182,7 @@ def _search_bisect(c: _Criticality) -> None:
         c.table[(hi, js)] = True  # known or implied feasible; record it for `best`
         known_ok = hi if known_ok is None else min(known_ok, hi)
 
-def _search_root(c: _Criticality) -> None:
+def _search_root(c: _Feasibility) -> None:
     "Per α (largest first), find the largest feasible σ of the grid, assuming feasibility only falls as σ grows; skip α values that cannot beat the best score so far."
     top = len(c.sigmas) - 1
     for ia in reversed(range(len(c.alphas))):
@@ -427,7 +233,7 @@ def _worst(ev: LossEvaluator, thF: dict, grad0: dict, base: float, eps: float, s
         best = max(best, loss)
     return best - base
 
-# %% ../nbs/03_mrs.ipynb #fb4ee86d
+# %% ../nbs/03_mrs.ipynb #b0a7b936
 @dataclass
 class GroupScore(PrunableGroup):
     "A `PrunableGroup` with its sensitivity score."
@@ -463,6 +269,7 @@ def _num(v):  # JSON-safe float: non-finite values as strings
 
 def _unnum(v): return None if v is None else float(v)
 
+# %% ../nbs/03_mrs.ipynb #c960e15a
 @dataclass
 class MRSReport:
     "Per-group sensitivity scores of one network, with the method and settings that produced them."
@@ -511,7 +318,8 @@ class MRSReport:
                    sum(r.forwards for r in reports), sum(r.seconds for r in reports))
 
 # %% ../nbs/03_mrs.ipynb #b9f169b0
-def _to_frame(self: MRSReport):
+@patch
+def to_frame(self: MRSReport):
     "A pandas DataFrame, one row per group."
     import pandas as pd
     total = sum(g.params for g in self.groups) or 1
@@ -522,7 +330,8 @@ def _to_frame(self: MRSReport):
     if self.method != "mrs" or any(g.samples for g in self.groups): df = df.drop(columns=["alpha", "sigma"])
     return df
 
-def _to_dict(self: MRSReport) -> dict:
+@patch
+def to_dict(self: MRSReport) -> dict:
     "JSON-safe dict."
     return dict(method=self.method, settings=copy.deepcopy(self.settings), base_loss=_num(self.base_loss),
                 forwards=int(self.forwards), seconds=float(self.seconds),
@@ -530,7 +339,8 @@ def _to_dict(self: MRSReport) -> dict:
                              **({"samples": [_num(v) for v in g.samples]} if g.samples else {}))
                         for g in self.groups])
 
-def _from_dict(cls, d: dict) -> MRSReport:
+@patch(cls_method=True)
+def from_dict(cls: MRSReport, d: dict) -> MRSReport:
     "Inverse of `to_dict`."
     groups = [GroupScore(**PrunableGroup.from_dict(r).__dict__, score=_unnum(r.get("score")),
                          alpha=_unnum(r.get("alpha")), sigma=_unnum(r.get("sigma")), seconds=float(r.get("seconds", 0.0)),
@@ -539,15 +349,14 @@ def _from_dict(cls, d: dict) -> MRSReport:
     return cls(d["method"], groups, copy.deepcopy(d.get("settings", {})), _unnum(d.get("base_loss")),
                int(d.get("forwards", 0)), float(d.get("seconds", 0.0)))
 
-def _repr(self: MRSReport) -> str:
+@patch
+def __repr__(self: MRSReport) -> str:
     head = f"MRSReport({self.method}, {len(self)} groups, base L_adv = {self.base_loss:.4f}, {self.forwards} forwards, {self.seconds:.1f} s)"
     return head + "\n" + self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
-MRSReport.to_frame, MRSReport.to_dict, MRSReport.__repr__ = _to_frame, _to_dict, _repr
-MRSReport.from_dict = classmethod(_from_dict)
-
 # %% ../nbs/03_mrs.ipynb #d7575f35
-def _plot(self: MRSReport, title: str | None = None):
+@patch
+def plot(self: MRSReport, title: str | None = None):
     "Plotly bar chart of the score per group on a log axis."
     import plotly.graph_objects as go
     total = sum(g.params for g in self.groups) or 1
@@ -575,16 +384,158 @@ def _plot(self: MRSReport, title: str | None = None):
                       xaxis_title="group (root layer)", height=360, margin=dict(l=50, r=20, t=50, b=90))
     return fig
 
-MRSReport.plot = _plot
+# %% ../nbs/03_mrs.ipynb #0a98bd93
+@dataclass
+class _Context:
+    "What the scoring of every group shares: the evaluator, the base loss L_adv(θᶠ), θ⁰ and the gradients."
+    ev: LossEvaluator
+    base: float
+    theta0: dict | None = None
+    grads: dict | None = None
 
-# %% ../nbs/03_mrs.ipynb #6b6ce4b2
-METHODS = ("mrs", "rewind", "noise", "worst", "taylor")
+class Estimator:
+    "How one group is scored. A subclass owns its settings (dataclass fields) and scores a group in `score`."
+    name = ""  # the `method` string that names it in reports
+    uses_theta0 = False  # needs θ⁰, the initial weights
+    uses_gradients = False  # needs ∇L_adv of every group's tensors (one backward pass serves all groups)
+    focus = False  # evaluates each group many times: compute what the group cannot change once
+    random = False  # uses noise draws (the seed goes into the report)
 
+    def check(self, n: int) -> None:
+        "Raise a one-line `ValueError` for settings that cannot work on a batch of `n` images."
+
+    def slices_for(self, n: int) -> int:
+        "Copies per pass over a batch of `n` images (see `LossEvaluator`)."
+        return 1
+
+    def settings(self, n: int) -> dict:
+        "The constants that define the estimate, for the report."
+        return {}
+
+    def score(self, ctx: _Context, thF: dict[str, torch.Tensor], gen: torch.Generator) -> tuple[float, float | None, float | None]:
+        "(score, α, σ) of the group whose trained tensors are `thF` (α and σ: None except for the full metric)."
+        raise NotImplementedError
+
+def _check_ints(**kw) -> None:
+    for k, v in kw.items():
+        if int(v) != v or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}.")
+
+def _check_positive(**kw) -> None:
+    for k, v in kw.items():
+        if not (math.isfinite(v) and v > 0): raise ValueError(f"{k} must be a finite number > 0, got {v!r}.")
+
+# %% ../nbs/03_mrs.ipynb #9968cd85
+@dataclass
+class Taylor(Estimator):
+    "|Σ ∇L_adv · θ| over the group's tensors: the first-order loss change of removing the group."
+    name, uses_gradients = "taylor", True
+
+    def score(self, ctx, thF, gen):
+        return abs(float(sum((ctx.grads[t] * thF[t]).sum() for t in thF))), None, None
+
+@dataclass
+class Rewind(Estimator):
+    "L_adv with the group's tensors reset to θ⁰, minus L_adv: the α = 0 end of the full metric."
+    name, uses_theta0 = "rewind", True
+
+    def score(self, ctx, thF, gen):
+        with torch.no_grad(): return float(ctx.ev.loss({t: ctx.theta0[t] for t in thF})) - ctx.base, None, None
+
+@dataclass
+class Noise(Estimator):
+    "Mean L_adv under Gaussian noise of `sigma` × each tensor's rms, minus L_adv."
+    sigma: float = 0.1  # noise scale relative to each tensor's rms
+    draws: int = 10  # noise draws per group
+    name, focus, random = "noise", True, True
+
+    def check(self, n): _check_positive(noise_sigma=self.sigma); _check_ints(noise_draws=self.draws)
+    def settings(self, n): return dict(noise_sigma=float(self.sigma), noise_draws=int(self.draws))
+
+    def score(self, ctx, thF, gen):
+        dev = next(iter(thF.values())).device
+        z = {t: torch.randn((self.draws, *v.shape), generator=gen).to(dev) for t, v in thF.items()}
+        stacked = {t: v.unsqueeze(0) + (self.sigma * v.pow(2).mean().sqrt()) * z[t] for t, v in thF.items()}
+        return float(ctx.ev.losses(stacked).mean()) - ctx.base, None, None
+
+@dataclass
+class Worst(Estimator):
+    "Largest loss rise found by gradient ascent within ‖Δ‖₂ ≤ `eps` · ‖θᵢ‖₂."
+    eps: float = 0.1  # radius relative to ‖θᵢ‖₂
+    steps: int = 10  # gradient-ascent steps
+    step_size: float | None = None  # step length relative to the radius; None: 2.5 / steps
+    name, uses_gradients, focus = "worst", True, True
+
+    def check(self, n): _check_positive(worst_eps=self.eps); _check_ints(worst_steps=self.steps)
+    def _step(self) -> float: return float(self.step_size) if self.step_size is not None else 2.5 / self.steps
+    def settings(self, n): return dict(worst_eps=float(self.eps), worst_steps=int(self.steps), worst_step_size=self._step())
+
+    def score(self, ctx, thF, gen):
+        return _worst(ctx.ev, thF, {t: ctx.grads[t] for t in thF}, ctx.base, self.eps, int(self.steps), self._step()), None, None
+
+# %% ../nbs/03_mrs.ipynb #97ce164b
+@dataclass
+class Criticality(Estimator):
+    "The full metric: the smallest α²‖θᶠ − θ⁰‖²/σ² over (α, σ) whose expected L_adv stays within (1 + τ) of L_adv."
+    alphas: int | Sequence[float] = 11  # α grid: a number of even points over [0, 1], or the values
+    sigmas: Sequence[float] | None = None  # σ grid values in (0, 1]; None: geometric from `sigma_min` to 1
+    sigma_min: float = 1e-3  # lower end of the default geometric σ grid
+    sigma_points: int | None = None  # points of the default σ grid; None: one every 1% (696 from 10⁻³ to 1)
+    draws: int = 20  # passes over the batch per grid point, each with `slices` noise draws
+    slices: int | None = None  # noise draws per pass, one per slice of the batch; None: 16 (fewer for a smaller batch)
+    antithetic: bool = True  # the second half of the passes repeats the first with the sign flipped (`draws` even)
+    tau: float = 0.01  # allowed relative rise of L_adv
+    search: str = "root"  # root (per α, bisection in σ), ordered or grid (exactly the grid's minimum), bisect (approximate)
+    early_exit: bool = True  # stop a point's draws once those seen prove it infeasible (same result)
+    name, uses_theta0, focus, random = "mrs", True, True, True
+
+    def slices_for(self, n): return min(16, n) if self.slices is None else self.slices
+
+    def check(self, n):
+        if self.search not in SEARCHES: raise ValueError(f"Unknown search {self.search!r}; choose one of: {', '.join(SEARCHES)}.")
+        _check_ints(draws=self.draws, slices=self.slices_for(n))
+        if self.antithetic and self.draws % 2: raise ValueError(f"antithetic draws come in pairs: draws must be even, got {self.draws}.")
+        if self.slices_for(n) > n: raise ValueError(f"slices ({self.slices_for(n)}) cannot exceed the number of images ({n}).")
+        _check_positive(tau=self.tau)
+        self._grids()
+
+    def _grids(self) -> tuple[list[float], list[float]]:
+        return _alpha_grid(self.alphas), _sigma_grid(self.sigmas, self.sigma_min, self.sigma_points)
+
+    def settings(self, n):
+        alphas, sigmas = self._grids()
+        return dict(alphas=alphas, sigmas=sigmas, draws=int(self.draws), slices=int(self.slices_for(n)),
+                    antithetic=bool(self.antithetic), tau=float(self.tau), search=self.search, early_exit=bool(self.early_exit))
+
+    def score(self, ctx, thF, gen):
+        alphas, sigmas = self._grids()
+        table = _Feasibility(ctx.ev, thF, {t: ctx.theta0[t] for t in thF}, alphas, sigmas, int(self.draws),
+                             (1 + self.tau) * ctx.base, gen, self.early_exit, self.antithetic)
+        SEARCHES[self.search](table)
+        score, ia, js = table.best()
+        return (score, None, None) if ia is None else (score, alphas[ia], sigmas[js])
+
+ESTIMATORS = {e.name: e for e in (Criticality, Rewind, Noise, Worst, Taylor)}
+METHODS = tuple(ESTIMATORS)  # their names: mrs, rewind, noise, worst, taylor
+
+# %% ../nbs/03_mrs.ipynb #fe232188
+def estimator(
+    method: str | Estimator = "mrs",  # an Estimator, or the name of one: mrs, rewind, noise, worst, taylor
+    **settings,  # `compute_mrs`' keyword arguments for it (alphas, draws, noise_sigma, worst_steps, ...)
+) -> Estimator:
+    "The estimator `method` (returned as it is when it is one already), its settings taken from `compute_mrs`-style keywords."
+    if isinstance(method, Estimator): return method
+    name = canonical(method)
+    if name not in ESTIMATORS: raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    prefix = {"noise": "noise_", "worst": "worst_"}.get(name, "")
+    own = {f.name for f in fields(ESTIMATORS[name])}
+    return ESTIMATORS[name](**{k[len(prefix):]: v for k, v in settings.items() if k.startswith(prefix) and k[len(prefix):] in own})
+
+# %% ../nbs/03_mrs.ipynb #13de95b1
 def compute_mrs(
     model: nn.Module,  # the trained (unpruned) network, taking [0, 1] images
     x_adv: torch.Tensor,  # fixed adversarial images [N, C, H, W] made against `model`
     y: torch.Tensor,  # their labels [N]
-    method: str = "mrs",  # mrs (full robust module criticality), rewind, noise, worst or taylor
+    method: str | Estimator = "mrs",  # an Estimator (its own settings count; the mrs/noise/worst keywords below are not used), or its name: mrs (the full metric), rewind, noise, worst, taylor
     init_state: nn.Module | dict | None = None,  # θ⁰ (a module or state dict); None: `initial_state(model, init_seed)`
     groups: Sequence[PrunableGroup] | None = None,  # units to score; None: `prunable_groups(model, ...)`
     ignored_layers: Iterable[nn.Module | str] | None = None,  # extra layers to leave out (when `groups` is None)
@@ -613,89 +564,66 @@ def compute_mrs(
     repeats: int = 1,  # measure with noise seeds seed, seed+1, …: each group's score is the mean, with its spread and CI
 ) -> MRSReport:
     "Sensitivity of each prunable group of `model` to weight perturbation, measured on the fixed set (`x_adv`, `y`)."
+    est = estimator(method, alphas=alphas, sigmas=sigmas, sigma_min=sigma_min, sigma_points=sigma_points, draws=draws,
+                    slices=slices, antithetic=antithetic, tau=tau, search=search, early_exit=early_exit, noise_sigma=noise_sigma,
+                    noise_draws=noise_draws, worst_eps=worst_eps, worst_steps=worst_steps, worst_step_size=worst_step_size)
     if int(repeats) != repeats or repeats < 1: raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}.")
-    if repeats > 1:
-        kw = {k: v for k, v in locals().items() if k not in ("repeats", "seed", "groups", "init_state")}
-        given = init_state is not None
-        if not given and method in ("mrs", "rewind"): init_state = initial_state(model, init_seed)  # θ⁰ once, for every repeat
-        if groups is None:
-            check_inputs(model, x_adv, y)
-            groups = prunable_groups(model, x_adv[:1].to(next(model.parameters()).device), ignored_layers, per_layer)
-        out = MRSReport.combine([compute_mrs(**kw, groups=groups, init_state=init_state, seed=seed + k) for k in range(int(repeats))])
-        if "init" in out.settings and not given: out.settings["init"] = f"seed {init_seed}"
-        return out
+    common = dict(ignored_layers=ignored_layers, per_layer=per_layer, init_seed=init_seed, batch=batch, reuse=reuse,
+                  max_batch=max_batch, progress=progress)
+    if repeats > 1: return _repeated(model, x_adv, y, est, int(repeats), init_state, groups, seed, **common)
     t0 = time.time()
-    method = str(method).lower()
-    if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
-    if search not in SEARCHES: raise ValueError(f"Unknown search {search!r}; choose one of: {', '.join(SEARCHES)}.")
     if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
     check_inputs(model, x_adv, y)
-    if slices is None: slices = min(16, len(y))
-    for k, v in dict(draws=draws, slices=slices, noise_draws=noise_draws, worst_steps=worst_steps, max_batch=max_batch).items():
-        if int(v) != v or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}.")
-    if method == "mrs" and antithetic and draws % 2: raise ValueError(f"antithetic draws come in pairs: draws must be even, got {draws}.")
-    if method == "mrs" and slices > len(y): raise ValueError(f"slices ({slices}) cannot exceed the number of images ({len(y)}).")
-    for k, v in dict(tau=tau, noise_sigma=noise_sigma, worst_eps=worst_eps).items():
-        if not (math.isfinite(v) and v > 0): raise ValueError(f"{k} must be a finite number > 0, got {v!r}.")
-    alpha_grid, sigma_grid = _alpha_grid(alphas), _sigma_grid(sigmas, sigma_min, sigma_points)
+    n = len(y)
+    est.check(n)
+    _check_ints(max_batch=max_batch)
     device = next(model.parameters()).device
     x_adv, y = x_adv.to(device), y.to(device)
     groups = list(groups) if groups is not None else prunable_groups(model, x_adv[:1], ignored_layers, per_layer)
-    P = {n: p.detach() for n, p in model.named_parameters()}
+    P = {k: p.detach() for k, p in model.named_parameters()}
     for g in groups:
         missing = [t for t in g.tensors if t not in P]
         if missing: raise ValueError(f"Group {g.name!r} names parameters the model does not have: {', '.join(missing[:3])}.")
-    settings: dict = dict(n=len(y))
-    if method == "mrs":
-        settings.update(alphas=alpha_grid, sigmas=sigma_grid, draws=int(draws), slices=int(slices), antithetic=bool(antithetic),
-                        tau=float(tau), search=search, seed=int(seed), early_exit=bool(early_exit))
-    if method == "noise": settings.update(noise_sigma=float(noise_sigma), noise_draws=int(noise_draws), seed=int(seed))
-    if method == "worst":
-        step = float(worst_step_size) if worst_step_size is not None else 2.5 / worst_steps
-        settings.update(worst_eps=float(worst_eps), worst_steps=int(worst_steps), worst_step_size=step)
+    settings = dict(n=n, **est.settings(n), **({"seed": int(seed)} if est.random else {}))
     theta0 = None
-    if method in ("mrs", "rewind"):
+    if est.uses_theta0:
         theta0 = _theta0(model, init_state, init_seed, groups, P)
         settings.update(init="given" if init_state is not None else f"seed {init_seed}")
     from tqdm.auto import tqdm
     with restore_modes(model):
         model.eval()
-        ev = LossEvaluator(model, x_adv, y, batch=batch, max_batch=max_batch, reuse=reuse, slices=slices if method == "mrs" else 1)
-        grads = None
-        if method in ("taylor", "worst"):  # the gradient pass gives the base loss too
-            base, grads = _gradients(ev, {t: P[t] for g in groups for t in g.tensors})
+        ev = LossEvaluator(model, x_adv, y, batch=batch, max_batch=max_batch, reuse=reuse, slices=est.slices_for(n))
+        ctx = _Context(ev, 0.0, theta0)
+        if est.uses_gradients:  # the gradient pass gives the base loss too
+            ctx.base, ctx.grads = _gradients(ev, {t: P[t] for g in groups for t in g.tensors})
         else:
-            with torch.no_grad(): base = float(ev.loss())
+            with torch.no_grad(): ctx.base = float(ev.loss())
         ev.forwards = 0
         rows = []
-        for g in tqdm(groups, desc=method, disable=not progress, leave=False):
+        for g in tqdm(groups, desc=est.name, disable=not progress, leave=False):
             tg = time.time()
-            thF = {t: P[t] for t in g.tensors}
+            ev.focus(g.tensors if est.focus else None)  # many evaluations of this group follow
             gen = torch.Generator().manual_seed(int(seed))  # per group, so a group's draws do not depend on the others
-            alpha = sigma = None
-            ev.focus(g.tensors if method in ("noise", "worst", "mrs") else None)  # many evaluations of this group follow
-            if method == "taylor":
-                score = abs(float(sum((grads[t] * thF[t]).sum() for t in thF)))
-            elif method == "rewind":
-                with torch.no_grad(): score = float(ev.loss({t: theta0[t] for t in thF})) - base
-            elif method == "noise":
-                z = {t: torch.randn((noise_draws, *v.shape), generator=gen).to(device) for t, v in thF.items()}
-                stacked = {t: v.unsqueeze(0) + (noise_sigma * v.pow(2).mean().sqrt()) * z[t] for t, v in thF.items()}
-                score = float(ev.losses(stacked).mean()) - base
-            elif method == "worst":
-                score = _worst(ev, thF, {t: grads[t] for t in thF}, base, worst_eps, int(worst_steps), step)
-            else:
-                crit = _Criticality(ev, thF, {t: theta0[t] for t in thF}, alpha_grid, sigma_grid, int(draws),
-                                    (1 + tau) * base, gen, early_exit, antithetic)
-                SEARCHES[search](crit)
-                score, ia, js = crit.best()
-                if ia is not None: alpha, sigma = alpha_grid[ia], sigma_grid[js]
+            score, alpha, sigma = est.score(ctx, {t: P[t] for t in g.tensors}, gen)
             rows.append(GroupScore(**PrunableGroup.to_dict(g), score=score, alpha=alpha, sigma=sigma, seconds=time.time() - tg))
         ev.focus(None)
-    if method in ("noise", "worst", "mrs"):
-        settings.update(batch=ev.batch, reuse=ev.reuse, **({"note": ev.note} if ev.note else {}))
-    return MRSReport(method, rows, settings, base, round(ev.forwards), time.time() - t0)
+    if est.focus: settings.update(batch=ev.batch, reuse=ev.reuse, **({"note": ev.note} if ev.note else {}))
+    return MRSReport(est.name, rows, settings, ctx.base, round(ev.forwards), time.time() - t0)
 
+# %% ../nbs/03_mrs.ipynb #039fabb9
+def _repeated(model, x_adv, y, est: Estimator, repeats: int, init_state, groups, seed: int, **kw) -> MRSReport:
+    "`compute_mrs` with noise seeds `seed` … `seed + repeats − 1`, combined; θ⁰ and the groups are found once for all."
+    given = init_state is not None
+    if not given and est.uses_theta0: init_state = initial_state(model, kw["init_seed"])
+    if groups is None:
+        check_inputs(model, x_adv, y)
+        groups = prunable_groups(model, x_adv[:1].to(next(model.parameters()).device), kw["ignored_layers"], kw["per_layer"])
+    out = MRSReport.combine([compute_mrs(model, x_adv, y, est, init_state=init_state, groups=groups, seed=seed + k, **kw)
+                             for k in range(repeats)])
+    if "init" in out.settings and not given: out.settings["init"] = f"seed {kw['init_seed']}"
+    return out
+
+# %% ../nbs/03_mrs.ipynb #9b8621e0
 def _theta0(model: nn.Module, init_state, init_seed: int, groups, P: dict) -> dict[str, torch.Tensor]:
     "θ⁰ for the tensors of `groups`, checked against the model's shapes."
     if init_state is None: src = initial_state(model, init_seed)

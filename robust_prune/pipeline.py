@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 
-from .allocation import RULES, Allocation, CostModel, allocate
+from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .attacks import AttackSpec, adversarial_batch
+from .core import atomic_write, canonical, known_fields, pick_device, provenance, read_json
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, default_attacks, evaluate, format_table
-from .finetune import DIGITS_EPS, History, finetune, robust_digits_model, _check_method
+from .finetune import History, finetune, prune_then_finetune, robust_digits_model, _check_method
 from .models import ARCHITECTURES, _arch_key, create_model, imports_code, load_checkpoint, save_checkpoint
 from .mrs import MRSReport, compute_mrs
 from .pruning import PruneReport, criterion_name, prune
@@ -70,80 +72,77 @@ class MRPFConfig:
 
     def __post_init__(self): self.validate()
 
-    def validate(self) -> "MRPFConfig":
-        "Raise a one-line ValueError for any bad setting."
-        dataset_info(self.dataset)
-        _arch_key(self.arch)
-        if self.checkpoint is None and imports_code(self.arch) and not self.allow_import:
-            raise ValueError(f"The architecture {self.arch!r} is a function to import and call: set allow_import=True if you trust "
-                             "where it comes from.")
-        if not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
-            raise ValueError(f"sparsity must be a share in [0, 1), e.g. 0.7; got {self.sparsity!r}.")
-        if self.rule.lower().replace("_", "-") not in RULES: raise ValueError(f"Unknown allocation rule {self.rule!r}; choose one of: {', '.join(RULES)}.")
-        if self.mrs_method not in ("mrs", "rewind", "noise", "worst", "taylor"):
-            raise ValueError(f"Unknown MRS method {self.mrs_method!r}; choose one of: mrs, rewind, noise, worst, taylor.")
-        criterion_name(self.criterion)
-        _check_method(self.method)
-        for a in [self.mrs_attack, self.train_attack, *(self.eval_attacks or [])]:
-            if a is not None: AttackSpec.parse(a)
-        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
-            raise ValueError(f"Checkpoint file not found: '{self.checkpoint}'.")
-        for k in ("epochs", "train_epochs", "batch_size", "mrs_samples", "prune_steps"):
-            v = getattr(self, k)
-            if int(v) != v or v < (0 if k in ("epochs", "train_epochs") else 1): raise ValueError(f"{k} must be a whole number >= {0 if k in ('epochs', 'train_epochs') else 1}, got {v!r}.")
-        return self
+# %% ../nbs/09_pipeline.ipynb #6a54a9c2
+@patch
+def validate(self: MRPFConfig) -> "MRPFConfig":
+    "Raise a one-line ValueError for any bad setting."
+    dataset_info(self.dataset)
+    _arch_key(self.arch)
+    if self.checkpoint is None and imports_code(self.arch) and not self.allow_import:
+        raise ValueError(f"The architecture {self.arch!r} is a function to import and call: set allow_import=True if you trust "
+                         "where it comes from.")
+    if not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
+        raise ValueError(f"sparsity must be a share in [0, 1), e.g. 0.7; got {self.sparsity!r}.")
+    if canonical(self.rule) not in RULES: raise ValueError(f"Unknown allocation rule {self.rule!r}; choose one of: {', '.join(RULES)}.")
+    if self.mrs_method not in ("mrs", "rewind", "noise", "worst", "taylor"):
+        raise ValueError(f"Unknown MRS method {self.mrs_method!r}; choose one of: mrs, rewind, noise, worst, taylor.")
+    criterion_name(self.criterion)
+    _check_method(self.method)
+    for a in [self.mrs_attack, self.train_attack, *(self.eval_attacks or [])]:
+        if a is not None: AttackSpec.parse(a)
+    if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+        raise ValueError(f"Checkpoint file not found: '{self.checkpoint}'.")
+    for k in ("epochs", "train_epochs", "batch_size", "mrs_samples", "prune_steps"):
+        v = getattr(self, k)
+        if int(v) != v or v < (0 if k in ("epochs", "train_epochs") else 1): raise ValueError(f"{k} must be a whole number >= {0 if k in ('epochs', 'train_epochs') else 1}, got {v!r}.")
+    return self
 
-    @property
-    def eps(self) -> float:
-        "The data set's default attack budget: 0.1 on digits, 8/255 otherwise."
-        return DIGITS_EPS if dataset_info(self.dataset).name == "digits" else 8 / 255
+@patch(as_prop=True)
+def eps(self: MRPFConfig) -> float:
+    "The data set's default attack budget: 0.1 on digits, 8/255 otherwise."
+    return dataset_info(self.dataset).eps
 
-    def attacks(self) -> tuple[AttackSpec, AttackSpec, list[AttackSpec]]:
-        "(MRS attack, training attack, evaluation attacks), defaults filled in."
-        mrs = AttackSpec.parse(self.mrs_attack) if self.mrs_attack else AttackSpec("pgd", self.eps, steps=10)
-        steps = 5 if dataset_info(self.dataset).name == "digits" else 10
-        train = AttackSpec.parse(self.train_attack) if self.train_attack else AttackSpec("pgd", self.eps, steps=steps)
-        ev = [AttackSpec.parse(a) for a in self.eval_attacks] if self.eval_attacks else default_attacks(self.eps)
-        return mrs, train, ev
+@patch
+def attacks(self: MRPFConfig) -> tuple[AttackSpec, AttackSpec, list[AttackSpec]]:
+    "(MRS attack, training attack, evaluation attacks), defaults filled in."
+    mrs = AttackSpec.parse(self.mrs_attack) if self.mrs_attack else AttackSpec("pgd", self.eps, steps=10)
+    steps = 5 if dataset_info(self.dataset).name == "digits" else 10
+    train = AttackSpec.parse(self.train_attack) if self.train_attack else AttackSpec("pgd", self.eps, steps=steps)
+    ev = [AttackSpec.parse(a) for a in self.eval_attacks] if self.eval_attacks else default_attacks(self.eps)
+    return mrs, train, ev
 
-    def to_dict(self) -> dict:
-        "JSON-safe dict."
-        return asdict(self)
+@patch
+def to_dict(self: MRPFConfig) -> dict:
+    "JSON-safe dict."
+    return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "MRPFConfig":
-        "Build from a dict; unknown keys are an error."
-        known = {f.name for f in fields(cls)}
-        extra = set(d) - known
-        if extra: raise ValueError(f"Unknown config key(s): {', '.join(sorted(extra))}.")
-        return cls(**d)
+@patch(cls_method=True)
+def from_dict(cls: MRPFConfig, d: dict) -> "MRPFConfig":
+    "Build from a dict; unknown keys are an error."
+    return cls(**known_fields(cls, d, "config"))
 
-    @classmethod
-    def load(cls, path: str | Path) -> "MRPFConfig":
-        "Read a JSON or YAML config file."
-        path = Path(path)
-        if not path.is_file(): raise FileNotFoundError(f"Config file not found: '{path}'.")
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-            try: d = yaml.safe_load(text) or {}
-            except yaml.YAMLError as e: raise ValueError(f"'{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-        else:
-            try: d = json.loads(text)
-            except json.JSONDecodeError as e: raise ValueError(f"'{path}' is not valid JSON: {e}.") from None
-        if not isinstance(d, dict): raise ValueError(f"'{path}' must hold a mapping of settings.")
-        return cls.from_dict(d)
+# %% ../nbs/09_pipeline.ipynb #c71e394f
+@patch(cls_method=True)
+def load(cls: MRPFConfig, path: str | Path) -> "MRPFConfig":
+    "Read a JSON or YAML config file."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"Config file not found: '{path}'.")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+        try: d = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e: raise ValueError(f"'{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    else: d = read_json(path, "Config")
+    if not isinstance(d, dict): raise ValueError(f"'{path}' must hold a mapping of settings.")
+    return cls.from_dict(d)
 
-    def save(self, path: str | Path) -> Path:
-        "Write as JSON."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-        return path
+@patch
+def save(self: MRPFConfig, path: str | Path) -> Path:
+    "Write as JSON (atomically)."
+    return atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
 # %% ../nbs/09_pipeline.ipynb #3355ca3a
-def _device(config: MRPFConfig) -> torch.device:
-    if config.device: return torch.device(config.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _device(config: MRPFConfig) -> torch.device: return pick_device(config.device)
 
 def load_data(config: MRPFConfig, arch_shape: Sequence[int] | None = None):
     "Training and test loaders for the config (sized to the model's input when known)."
@@ -198,16 +197,14 @@ def prune_and_finetune(
     resume: bool = False,  # continue from checkpoint_dir
 ) -> tuple[nn.Module, PruneReport, History]:
     "Prune a copy of `model` with `allocation`, then fine-tune it adversarially; returns (model, PruneReport, History)."
-    pruned = copy.deepcopy(model)
-    report = prune(pruned, allocation, config.criterion, grad_data=batch, steps=config.prune_steps,
-                   round_to=config.round_to, seed=config.seed)
     _, train_attack, ev = config.attacks()
-    history = finetune(pruned, loaders.train, loaders.test, method=config.method, attack=train_attack, epochs=config.epochs,
-                       lr=config.lr, optimizer=config.optimizer, schedule=config.schedule, beta=config.beta,
-                       eval_attack=next((a for a in ev if a.name == "pgd"), ev[-1]), eval_samples=min(512, config.eval_samples or 512),
-                       seed=config.seed, progress=config.progress, callbacks=callbacks, stop_event=stop_event,
-                       checkpoint_dir=checkpoint_dir, resume=resume)
-    return pruned, report, history
+    return prune_then_finetune(model, allocation, loaders.train, loaders.test, criterion=config.criterion, grad_data=batch,
+                               prune_steps=config.prune_steps, round_to=config.round_to, seed=config.seed,
+                               method=config.method, attack=train_attack, epochs=config.epochs, lr=config.lr,
+                               optimizer=config.optimizer, schedule=config.schedule, beta=config.beta,
+                               eval_attack=next((a for a in ev if a.name == "pgd"), ev[-1]),
+                               eval_samples=min(512, config.eval_samples or 512), progress=config.progress,
+                               callbacks=callbacks, stop_event=stop_event, checkpoint_dir=checkpoint_dir, resume=resume)
 
 # %% ../nbs/09_pipeline.ipynb #0b40d2b9
 @dataclass
@@ -222,6 +219,7 @@ class MRPFResult:
     reports: dict[str, RobustnessReport] = field(default_factory=dict)
     output_dir: str | None = None
     seconds: float = 0.0
+    provenance: dict = field(default_factory=dict)  # package versions, source commit, device, seed (`core.provenance`)
 
     def table(self, markdown: bool = False) -> str:
         "Dense and every pruned model in one table."
@@ -239,7 +237,8 @@ class MRPFResult:
                     allocations={k: v.to_dict() for k, v in self.allocations.items()},
                     pruning={k: v.to_dict() for k, v in self.pruning.items()},
                     histories={k: v.to_dict() for k, v in self.histories.items()},
-                    reports={k: v.to_dict() for k, v in self.reports.items()}, output_dir=self.output_dir, seconds=self.seconds)
+                    reports={k: v.to_dict() for k, v in self.reports.items()}, output_dir=self.output_dir, seconds=self.seconds,
+                    provenance=self.provenance)
 
     @classmethod
     def from_dict(cls, d: dict) -> "MRPFResult":
@@ -249,7 +248,8 @@ class MRPFResult:
                    {k: Allocation.from_dict(v) for k, v in d["allocations"].items()},
                    {k: PruneReport.from_dict(v) for k, v in d["pruning"].items()},
                    {k: History.from_dict(v) for k, v in d["histories"].items()},
-                   {k: RobustnessReport.from_dict(v) for k, v in d["reports"].items()}, d.get("output_dir"), d.get("seconds", 0.0))
+                   {k: RobustnessReport.from_dict(v) for k, v in d["reports"].items()}, d.get("output_dir"), d.get("seconds", 0.0),
+                   dict(d.get("provenance") or {}))
 
     def plot(self):
         "Plotly grouped bar chart: clean and robust accuracy of every model."
@@ -270,17 +270,17 @@ def _label(name, alloc: Allocation) -> str:
 def _write_artifacts(out: Path, result: MRPFResult, models: dict[str, nn.Module]) -> None:
     result.config.save(out / "config.json")
     if result.mrs is not None:
-        (out / "mrs_report.json").write_text(json.dumps(result.mrs.to_dict(), indent=2))
+        atomic_write(out / "mrs_report.json", json.dumps(result.mrs.to_dict(), indent=2))
         result.mrs.plot().write_html(out / "mrs.html", include_plotlyjs="cdn")
     for name in result.reports:
         slug = name.lower().replace(" ", "_").replace("(", "").replace(")", "")
         result.allocations[name].save(out / f"allocation_{slug}.json")
         save_checkpoint(models[name], out / f"pruned_{slug}.pt", allocation=result.allocations[name].to_dict(),
                         report=result.reports[name].to_dict())
-        (out / f"history_{slug}.json").write_text(json.dumps(result.histories[name].to_dict(), indent=2))
+        atomic_write(out / f"history_{slug}.json", json.dumps(result.histories[name].to_dict(), indent=2))
         if len(result.histories[name]): result.histories[name].plot().write_html(out / f"history_{slug}.html", include_plotlyjs="cdn")
-    (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2))
-    (out / "report.md").write_text(f"# MRPF report\n\n{result!r}\n\n" + result.table(markdown=True) + "\n")
+    atomic_write(out / "report.json", json.dumps(result.to_dict(), indent=2))
+    atomic_write(out / "report.md", f"# MRPF report\n\n{result!r}\n\n" + result.table(markdown=True) + "\n")
     result.plot().write_html(out / "accuracy.html", include_plotlyjs="cdn")
 
 # %% ../nbs/09_pipeline.ipynb #1e7f3b8f
@@ -289,6 +289,7 @@ def compare(
     allocations: Sequence[str | Allocation] = ("uniform", "mrs"),  # rule names, "mrs" (the config's rule), Allocations or JSON paths
     model: nn.Module | None = None,  # the dense model (default: `load_model(config)`)
     write: bool = True,  # write artefacts to `config.output_dir`
+    report: MRSReport | None = None,  # MRS scores of this dense model computed before (default: computed here with the config's settings)
 ) -> MRPFResult:
     "Prune and fine-tune the same dense model with each allocation at the config's budget; evaluate all of them."
     config.validate()
@@ -302,11 +303,13 @@ def compare(
     dls = load_data(config, model.arch_config["input_shape"])
     mrs_attack, _, ev = config.attacks()
     dense = evaluate(model, dls.test, ev, name="dense", max_samples=config.eval_samples, progress=config.progress)
-    needs_scores = any(isinstance(a, str) and not a.endswith(".json") and a not in ("uniform", "param") for a in allocations)
+    needs_scores = any(isinstance(a, str) and not a.endswith(".json") and (a == "mrs" or canonical(a) in SENSITIVITY_RULES) for a in allocations)
     batch = adversarial_batch(model, dls.test.dataset, mrs_attack, n=config.mrs_samples, seed=config.seed)
-    report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, seed=config.seed, progress=config.progress) if needs_scores else None
+    if report is None and needs_scores:
+        report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, seed=config.seed, progress=config.progress)
     cm = CostModel(model, round_to=config.round_to, min_channels=config.min_channels)
-    result = MRPFResult(config, dense, report, output_dir=str(out) if write else None)
+    result = MRPFResult(config, dense, report, output_dir=str(out) if write else None,
+                        provenance=provenance(_device(config), config.seed))
     models = {}
     for name in allocations:
         alloc = allocation_for(name, config, model, report, cm)
@@ -323,6 +326,7 @@ def mrpf(
     config: MRPFConfig,  # the run's settings
     model: nn.Module | None = None,  # the dense model (default: `load_model(config)`)
     write: bool = True,  # write artefacts to `config.output_dir`
+    report: MRSReport | None = None,  # MRS scores of this dense model computed before (default: computed here)
 ) -> MRPFResult:
     "The MRPF pipeline with the config's MRS-based allocation: load, attack, MRS, allocate, prune, fine-tune, evaluate."
-    return compare(config, ["mrs"], model=model, write=write)
+    return compare(config, ["mrs"], model=model, write=write, report=report)

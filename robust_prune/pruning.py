@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .allocation import Allocation, CostModel
 from .attacks import AdversarialBatch, AttackSpec, check_inputs, perturb, restore_modes, num_classes_of
+from .core import canonical, known_fields
 from .models import unprunable_layers
 from .groups import ModelGroups, count_cost, torch_pruning_errors
 
@@ -29,7 +30,7 @@ GRADIENT_CRITERIA = ("taylor", "hessian")
 
 def criterion_name(criterion: str) -> str:
     "The canonical name of a criterion (aliases: magnitude = l2, obd = hessian)."
-    c = str(criterion).lower()
+    c = canonical(criterion)
     c = {"magnitude": "l2", "l2-norm": "l2", "l1-norm": "l1", "obd": "hessian"}.get(c, c)
     if c not in CRITERIA: raise ValueError(f"Unknown pruning criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}.")
     return c
@@ -85,6 +86,8 @@ def accumulate_gradients(
                     for p in model.parameters():
                         if p.grad is not None: sums[p] = sums.get(p, 0) + p.grad.detach() ** 2
                     count += 1
+            # torch-pruning 1.6's own `accumulate_grad` keeps only the last call's squared gradient (it looks parameter
+            # names up in dicts keyed by parameters; shown in the checks below), so the sums are handed over directly
             imp.zero_grad()
             imp._accu_grad, imp._counter = sums, {p: count for p in sums}
             used = count
@@ -127,8 +130,8 @@ class PruneReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneReport":
-        "Inverse of `to_dict`."
-        return cls(**d)
+        "Inverse of `to_dict`; unknown keys are an error."
+        return cls(**known_fields(cls, d))
 
     def to_frame(self):
         "pandas DataFrame, one row per group."

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -23,9 +24,10 @@ from plotly.subplots import make_subplots
 
 from .attacks import AttackSpec
 from .mrs import MRSReport
-from .allocation import RULES, Allocation, CostModel, allocate
+from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .pruning import CRITERIA, GRADIENT_CRITERIA, PruneReport, prune
-from .finetune import METHODS, OPTIMIZERS, Callback, FineTuneRun, History, finetune
+from .finetune import METHODS, OPTIMIZERS, Callback, FineTuneRun, History, finetune, prune_then_finetune
+from .evaluation import _human
 from .evaluation import measure_latency
 
 # %% auto #0
@@ -110,12 +112,7 @@ class SensitivityExplorer(_Widget):
         self.info.value = text
 
 # %% ../nbs/08_widgets.ipynb #2af66fca
-def _human(n: float) -> str:
-    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= k: return f"{n / k:.3g} {unit}"
-    return f"{n:.0f}"
-
-MRS_RULES = tuple(r for r in RULES if r not in ("uniform", "param"))
+MRS_RULES = SENSITIVITY_RULES  # the former name
 
 # %% ../nbs/08_widgets.ipynb #1debceb5
 class AllocationEditor(_Widget):
@@ -167,6 +164,7 @@ class AllocationEditor(_Widget):
         return copy.deepcopy(self._alloc)
 
 # %% ../nbs/08_widgets.ipynb #b836f1d6
+@patch
 def _build(self: AllocationEditor, path) -> None:
     a, cm = self.initial, self.cm
     rules = [r for r in RULES if self.scores is not None or r not in MRS_RULES]
@@ -218,14 +216,13 @@ def _build(self: AllocationEditor, path) -> None:
                       W.HBox([self.path, self.export_button, self.import_button]), self.status, self.fig])
     self.ui.add_class("rp-allocation-editor")
 
-AllocationEditor._build = _build
-
 # %% ../nbs/08_widgets.ipynb #369769e0
+@patch
 def _bounds(self: AllocationEditor, a: Allocation) -> tuple[dict, dict]:
     "Per-group [low, high] ratio bounds of `a`, as `allocate` applies them."
-    hi = {g: self.cm.max_ratio(g, a.r_max) for g in self.cm.groups}
-    return {g: min(a.r_min, hi[g]) for g in self.cm.groups}, hi
+    return self.cm.bounds(a.r_min, a.r_max)
 
+@patch
 def _show(self: AllocationEditor, a: Allocation) -> None:
     "Make `a` the current allocation and show it."
     cm = self.cm
@@ -259,9 +256,8 @@ def _show(self: AllocationEditor, a: Allocation) -> None:
         self.fig.data[0].marker.pattern.shape = ["/" if g in a.locked else "" for g in cm.groups]
         self.fig.layout.title = f"{a.rule}: {cm.removed_fraction(a.ratios, a.target_of):.1%} of prunable {a.target_of} removed"
 
-AllocationEditor._bounds, AllocationEditor._show = _bounds, _show
-
 # %% ../nbs/08_widgets.ipynb #cc663391
+@patch
 def _solve(self: AllocationEditor, target: float, rule: str, fixed: dict[str, float]) -> Allocation:
     "`allocate` at `target` with `rule`, `fixed` groups held; warnings (channel granularity) go to the status line."
     a = self._alloc
@@ -275,9 +271,11 @@ def _solve(self: AllocationEditor, target: float, rule: str, fixed: dict[str, fl
             "error" if caught else "ok")
     return new
 
+@patch
 def _locked_ratios(self: AllocationEditor) -> dict[str, float]:
     return {g: self._alloc.ratios[g] for g, t in self.locks.items() if t.value}
 
+@patch
 def _on_target(self: AllocationEditor) -> None:
     if self._busy: return
     try: new = self._solve(self.target.value, self.rule.value, self._locked_ratios())
@@ -286,17 +284,20 @@ def _on_target(self: AllocationEditor) -> None:
         new = self._alloc
     self._show(new)
 
+@patch
 def _on_rule(self: AllocationEditor) -> None:
     if self._busy: return
     self._on_target()
 
-def _use_rule(self: AllocationEditor, rule: str) -> None:
+@patch
+def use_rule(self: AllocationEditor, rule: str) -> None:
     "Re-solve the current target with `rule` (what the MRS and uniform buttons do)."
     self._busy = True
     try: self.rule.value = rule
     finally: self._busy = False
     self._on_target()
 
+@patch
 def _on_slider(self: AllocationEditor, g: str) -> None:
     if self._busy: return
     a, value = self._alloc, self.sliders[g].value
@@ -306,26 +307,20 @@ def _on_slider(self: AllocationEditor, g: str) -> None:
             _status(self.status, f"{g} cannot move there with the target held: {e}", "error")
             new = a
     else:
-        ratios = dict(a.ratios)
-        ratios[g] = (self.cm.channels[g] - self.cm.kept({g: value})[g]) / self.cm.channels[g]  # whole channels
-        achieved = self.cm.removed_fraction(ratios, a.target_of)
-        new = copy.deepcopy(a)
-        new.ratios, new.rule, new.target, new.achieved = ratios, "manual", achieved, achieved
-        _status(self.status, f"{g} set by hand to {ratios[g]:.1%}", "ok")
+        new = a.with_ratio(g, value, self.cm)
+        _status(self.status, f"{g} set by hand to {new.ratios[g]:.1%}", "ok")
     self._show(new)
 
+@patch
 def _on_lock(self: AllocationEditor, g: str) -> None:
     if self._busy: return
     new = copy.deepcopy(self._alloc)
     new.locked = sorted(h for h, t in self.locks.items() if t.value)
     self._show(new)
 
-AllocationEditor._solve, AllocationEditor._locked_ratios = _solve, _locked_ratios
-AllocationEditor._on_target, AllocationEditor._on_rule, AllocationEditor.use_rule = _on_target, _on_rule, _use_rule
-AllocationEditor._on_slider, AllocationEditor._on_lock = _on_slider, _on_lock
-
 # %% ../nbs/08_widgets.ipynb #63db0d08
-def _set_allocation(self: AllocationEditor, allocation: Allocation) -> None:
+@patch
+def set_allocation(self: AllocationEditor, allocation: Allocation) -> None:
     "Show `allocation` (same groups as the model); its bounds and locks become the editor's."
     self._check_groups(allocation)
     lo, hi = self._bounds(allocation)
@@ -341,14 +336,16 @@ def _set_allocation(self: AllocationEditor, allocation: Allocation) -> None:
         self._busy = False
     self._show(a)
 
-def _save(self: AllocationEditor, path: str | Path | None = None) -> Path:
+@patch
+def save(self: AllocationEditor, path: str | Path | None = None) -> Path:
     "Write the current allocation as JSON (default: the path in the text field)."
     path = Path(path if path is not None else self.path.value)
     out = self._alloc.save(path)
     _status(self.status, f"exported to {out}", "ok")
     return out
 
-def _load(self: AllocationEditor, path: str | Path | None = None) -> Allocation | None:
+@patch
+def load(self: AllocationEditor, path: str | Path | None = None) -> Allocation | None:
     "Read an allocation from JSON (default: the path in the text field) and show it; errors go to the status line."
     path = Path(path if path is not None else self.path.value)
     try:
@@ -360,7 +357,8 @@ def _load(self: AllocationEditor, path: str | Path | None = None) -> Allocation 
     _status(self.status, f"imported {path}", "ok")
     return self.allocation
 
-def _measure(self: AllocationEditor, repeats: int = 30) -> dict:
+@patch
+def measure(self: AllocationEditor, repeats: int = 30) -> dict:
     "Prune a copy of the model with the current allocation and time it; returns params (predicted and real) and latency."
     net = copy.deepcopy(self.model)
     rep = prune(net, self._alloc, self.criterion, example_inputs=self.example_inputs, round_to=self._alloc.round_to,
@@ -370,9 +368,6 @@ def _measure(self: AllocationEditor, repeats: int = 30) -> dict:
     self.measured.value = (f"measured on a pruned copy: {ms:.3g} ms per image, {rep.params_after:,} params "
                            f"(predicted {predicted:,}), {rep.macs_after:,} MACs")
     return dict(latency_ms=ms, params=rep.params_after, predicted_params=predicted, macs=rep.macs_after)
-
-AllocationEditor.set_allocation, AllocationEditor.save, AllocationEditor.load = _set_allocation, _save, _load
-AllocationEditor.measure = _measure
 
 # %% ../nbs/08_widgets.ipynb #63c430c0
 @dataclass
@@ -463,21 +458,24 @@ class FineTuneLauncher(_Widget):
         self.error: BaseException | None = None
         self._stop, self._thread = threading.Event(), None
 
-    def _epoch_axis(self, epochs: int) -> None:
-        self.fig.update_xaxes(range=[0.5, epochs + 0.5], tick0=1, dtick=max(1, math.ceil(epochs / 10)))
+# %% ../nbs/08_widgets.ipynb #a197d29e
+@patch
+def _epoch_axis(self: FineTuneLauncher, epochs: int) -> None:
+    self.fig.update_xaxes(range=[0.5, epochs + 0.5], tick0=1, dtick=max(1, math.ceil(epochs / 10)))
 
-    @property
-    def model(self) -> nn.Module | None:
-        "The pruned, fine-tuned model of the last finished run."
-        return self.result.model if self.result is not None else None
+@patch(as_prop=True)
+def model(self: FineTuneLauncher) -> nn.Module | None:
+    "The pruned, fine-tuned model of the last finished run."
+    return self.result.model if self.result is not None else None
 
-    @property
-    def running(self) -> bool:
-        "True while a run is in progress."
-        return self._thread is not None and self._thread.is_alive()
+@patch(as_prop=True)
+def running(self: FineTuneLauncher) -> bool:
+    "True while a run is in progress."
+    return self._thread is not None and self._thread.is_alive()
 
-# %% ../nbs/08_widgets.ipynb #c65111d7
-def _launch(self: FineTuneLauncher) -> None:
+# %% ../nbs/08_widgets.ipynb #814cf230
+@patch
+def launch(self: FineTuneLauncher) -> None:
     "Start pruning + fine-tuning with the current settings in a background thread."
     if self.running: raise RuntimeError("A run is in progress: stop it or wait for it first.")
     alloc = getattr(self.allocation, "allocation", self.allocation)  # an AllocationEditor's current value
@@ -496,18 +494,16 @@ def _launch(self: FineTuneLauncher) -> None:
     self._thread = threading.Thread(target=self._run, args=(alloc, settings, ckpt_dir), daemon=True, name="robust-prune-finetune")
     self._thread.start()
 
+@patch
 def _run(self: FineTuneLauncher, alloc, settings: dict, ckpt_dir: Path) -> None:
     t0 = time.time()
     try:
-        net = copy.deepcopy(self.source)
-        crit = settings["criterion"]
-        grad = dict(grad_data=self.train, grad_attack=self.attack) if crit in GRADIENT_CRITERIA else {}
-        report = prune(net, alloc, crit, round_to=getattr(alloc, "round_to", None), ignored_layers=self.ignored_layers, **grad)
         cb = _LauncherCallback(self, len(self.train))
-        history = finetune(net, self.train, self.test, method=settings["method"], attack=self.attack,
-                           epochs=settings["epochs"], lr=settings["lr"], optimizer=settings["optimizer"],
-                           device=settings["device"], eval_samples=self.eval_samples, progress=False, callbacks=[cb],
-                           checkpoint_dir=ckpt_dir, stop_event=self._stop, **self.finetune_kwargs)
+        net, report, history = prune_then_finetune(
+            self.source, alloc, self.train, self.test, criterion=settings["criterion"], ignored_layers=self.ignored_layers,
+            method=settings["method"], attack=self.attack, epochs=settings["epochs"], lr=settings["lr"],
+            optimizer=settings["optimizer"], device=settings["device"], eval_samples=self.eval_samples, progress=False,
+            callbacks=[cb], checkpoint_dir=ckpt_dir, stop_event=self._stop, **self.finetune_kwargs)
         last = ckpt_dir / "last.pt"
         self.result = LaunchResult(net, report, history, last if last.is_file() else None,
                                    len(history) < settings["epochs"], time.time() - t0)
@@ -522,12 +518,15 @@ def _run(self: FineTuneLauncher, alloc, settings: dict, ckpt_dir: Path) -> None:
     finally:
         self.launch_button.disabled, self.stop_button.disabled = False, True
 
-def _stop(self: FineTuneLauncher) -> None:
+@patch
+def stop(self: FineTuneLauncher) -> None:
     "Ask the run to end after the current batch (the unfinished epoch is dropped; the last checkpoint stays)."
     self._stop.set()
     if self.running: _status(self.status, "stopping after the current batch ...")
 
-def _wait(self: FineTuneLauncher, timeout: float | None = None) -> LaunchResult:
+# %% ../nbs/08_widgets.ipynb #4120cc24
+@patch
+def wait(self: FineTuneLauncher, timeout: float | None = None) -> LaunchResult:
     "Block until the run ends; returns `.result` (raises the run's error, or TimeoutError)."
     if self._thread is None: raise RuntimeError("Nothing was launched.")
     self._thread.join(timeout)
@@ -535,10 +534,8 @@ def _wait(self: FineTuneLauncher, timeout: float | None = None) -> LaunchResult:
     if self.error is not None: raise self.error
     return self.result
 
+@patch
 def _plot_epoch(self: FineTuneLauncher, row: dict) -> None:
     with self.fig.batch_update():
         for t in self.fig.data:
             if t.name in row: t.x, t.y = tuple(t.x) + (row["epoch"],), tuple(t.y) + (row[t.name],)
-
-FineTuneLauncher.launch, FineTuneLauncher._run, FineTuneLauncher.stop = _launch, _run, _stop
-FineTuneLauncher.wait, FineTuneLauncher._plot_epoch = _wait, _plot_epoch

@@ -328,13 +328,13 @@ def test_sliced_copies_together_cover_the_batch_exactly_once(batch, reuse, n):
 
 
 def test_antithetic_draws_are_the_first_half_with_the_sign_flipped():
-    from robust_prune.mrs import _Criticality
+    from robust_prune.mrs import _Feasibility
     model, x, y = _small_digits_batch(32)
     g = prunable_groups(model, x[:1])[0]
     P = dict(model.named_parameters())
     thF = {t: P[t].detach() for t in g.tensors}
     ev = LossEvaluator(model.eval(), x, y, slices=4)
-    c = _Criticality(ev, thF, thF, [0.0, 1.0], [0.1, 1.0], 6, 1.0, torch.Generator().manual_seed(0), antithetic=True)
+    c = _Feasibility(ev, thF, thF, [0.0, 1.0], [0.1, 1.0], 6, 1.0, torch.Generator().manual_seed(0), antithetic=True)
     t = next(iter(g.tensors))
     z = c._noise(t, 0, c.copies)
     assert c.copies == 24 and z.shape[0] == 24 and torch.equal(z[12:], -z[:12])

@@ -44,7 +44,7 @@ def test_config_file_is_read_and_command_line_options_win(tmp_path):
     args = build_parser().parse_args(["run", "--config", str(tmp_path / "c.yaml"), "--epochs", "4"])
     cfg = config_from_args(args)
     assert (cfg.sparsity, cfg.epochs, cfg.rule) == (0.5, 4, "inverse")
-    with pytest.raises(ValueError, match="Unknown config key"):
+    with pytest.raises(ValueError, match="Unknown config field"):
         MRPFConfig.load(bad)
 
 
@@ -56,6 +56,8 @@ def test_run_without_arguments_prints_dense_uniform_mrpf_table_and_writes_artefa
     folder = tmp_path / "runs" / "mrpf"
     report = json.loads((folder / "report.json").read_text())
     dense, pruned = report["dense"], report["reports"]
+    prov = report["provenance"]  # what produced it
+    assert prov["seed"] == 0 and prov["device"] == "cpu" and prov["torch-pruning"] and prov["torchattacks"] == "3.3.0"
     assert set(pruned) == {"uniform", "MRPF (per-param)"}
     # the same parameter budget: 70% of the prunable parameters removed, within 0.5% of the prunable count
     pu, pm = pruned["uniform"]["params"], pruned["MRPF (per-param)"]["params"]
@@ -73,3 +75,6 @@ def test_run_without_arguments_prints_dense_uniform_mrpf_table_and_writes_artefa
     assert res.returncode == 0, res.stderr[-2000:]
     shape, n = res.stdout.split(")")[0] + ")", int(res.stdout.split(")")[1])
     assert shape == "(2, 10)" and n == pm
+    from robust_prune.models import load_checkpoint
+    _, meta = load_checkpoint(folder / "pruned_mrpf_per-param.pt")
+    assert meta["provenance"]["torch"] == prov["torch"] and meta["provenance"]["device"] == "cpu"

@@ -13,6 +13,7 @@ from robust_prune.attacks import AttackSpec, adversarial_batch
 from robust_prune.data import get_loaders
 from robust_prune.finetune import DIGITS_EPS, robust_digits_model
 from robust_prune.models import read_checkpoint
+from robust_prune.evaluation import _human
 from robust_prune.mrs import compute_mrs
 from robust_prune.widgets import AllocationEditor, FineTuneLauncher, SensitivityExplorer
 
@@ -221,3 +222,27 @@ def test_launcher_error_is_shown_and_raised_by_wait(demo):
     la.launch()
     with pytest.raises(ValueError, match="no.such.layer"): la.wait(timeout=60)
     assert "failed" in la.status.value and la.result is None and not la.launch_button.disabled
+
+
+def test_every_number_the_widgets_show_is_the_api_answer(demo):
+    model, _, report, cm = demo
+    ed = _editor(demo)
+    ed.target.value = 0.6
+    ed.use_rule("inverse")
+    api = allocate(report, model, 0.6, "inverse", cost_model=cm)
+    a = ed.allocation
+    assert a.ratios == api.ratios and a.achieved == api.achieved
+    assert {g: s.value for g, s in ed.sliders.items()} == api.ratios  # the sliders
+    assert list(ed.fig.data[0].y) == [api.ratios[g] for g in cm.groups]  # the bars
+    kept = cm.kept(api.ratios)
+    assert all(ed.kept_labels[g].value == f"{kept[g]}/{cm.channels[g]} ch" for g in cm.groups)  # the channel counts
+    counts = cm.count(api.ratios)
+    for shown in (f"{int(round(counts['params'])):,}", _human(counts["macs"]), f"{cm.removed_fraction(api.ratios, 'params'):.1%}",
+                  f"{cm.removed_fraction(api.ratios, 'macs'):.1%}"):
+        assert shown in ed.readout.value, shown  # the read-out
+    lo, hi = cm.bounds(api.r_min, api.r_max)
+    assert all((s.min, s.max) == (lo[g], hi[g]) for g, s in ed.sliders.items())  # the slider ranges: the API's bounds
+    ex = SensitivityExplorer({"rewind": report})
+    bars, drawn = dict(zip(ex.fig.data[0].x, ex.fig.data[0].y)), report.plot().data[0]
+    assert all(bars[g] == v for g, v in report.scores.items() if v > 0)  # the explorer's bars: the scores ...
+    assert list(ex.fig.data[0].y) == list(drawn.y) and list(ex.fig.data[0].hovertext) == list(drawn.hovertext)  # ... as the report draws them
