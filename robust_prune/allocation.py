@@ -17,7 +17,7 @@ from fastcore.basics import patch
 import torch.nn as nn
 
 from .attacks import restore_modes
-from .core import atomic_write, canonical, known_fields, read_json
+from .core import Record, atomic_write, canonical, known_fields, read_json
 
 from .groups import ModelGroups, count_cost, kept_channels, torch_pruning_ratio
 from .mrs import MRSReport
@@ -101,7 +101,7 @@ class CostModel:
         self.fixed_params = self.total_params - self.dense_prunable("params")
         self.fixed_macs = self.dense["macs"] - self.dense_prunable("macs")
 
-# %% ../nbs/04_allocation.ipynb #15f5ccdc
+# %% ../nbs/04_allocation.ipynb #135ba846
 def _kind(m: nn.Module) -> str:
     if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, nn.modules.conv._ConvTransposeNd): return "conv"
     if isinstance(m, nn.Linear): return "linear"
@@ -121,7 +121,7 @@ def _describe(n: str, m: nn.Module, kind: str, positions: int, counted: bool) ->
     affine = bool(getattr(m, "affine", getattr(m, "elementwise_affine", True)))
     return _Layer(n, "norm", c, c, 0, 0.0, own / c, positions, mac_factor=(2.0 if affine else 1.0) if counted else 0.0, counted=counted)
 
-# %% ../nbs/04_allocation.ipynb #141ebd52
+# %% ../nbs/04_allocation.ipynb #2a264fee
 def _profile(model: nn.Module, x: torch.Tensor):
     "One forward pass: output positions of every layer, each call of an activation or pooling layer with the layer that produced its input, the MACs of every other counted layer (fixed), and the layers the counter does not reach."
     out, calls, hooks, producer, recent = {}, [], [], {}, []
@@ -169,7 +169,7 @@ def _profile(model: nn.Module, x: torch.Tensor):
 
 CostModel._kind, CostModel._describe, CostModel._profile = staticmethod(_kind), staticmethod(_describe), staticmethod(_profile)
 
-# %% ../nbs/04_allocation.ipynb #fc693356
+# %% ../nbs/04_allocation.ipynb #759cd3cb
 @patch
 def kept(self: CostModel, ratios: Mapping[str, float]) -> dict[str, int]:
     "Channels each group keeps for `ratios` ({group: ratio}; missing groups keep all), rounded as torch-pruning rounds them."
@@ -228,7 +228,7 @@ def removed_fraction(self: CostModel, ratios: Mapping[str, float], of: str = "pa
     "Share of the prunable parameters (or MACs) that `ratios` remove, predicted."
     return (self.dense[of] - self.count(ratios)[of]) / self.dense_prunable(of)
 
-# %% ../nbs/04_allocation.ipynb #e058879c
+# %% ../nbs/04_allocation.ipynb #aeeba9a2
 @patch
 def measure(self: CostModel, ratios: Mapping[str, float]) -> dict[str, float]:
     "`{'params', 'macs', 'params_removed', 'macs_removed'}` counted by torch-pruning after really pruning a weightless copy."
@@ -255,13 +255,13 @@ def bounds(self: CostModel, r_min: float, r_max: float) -> tuple[dict[str, float
     hi = {g: self.max_ratio(g, r_max) for g in self.groups}
     return {g: min(r_min, hi[g]) for g in self.groups}, hi
 
-# %% ../nbs/04_allocation.ipynb #dd051059
+# %% ../nbs/04_allocation.ipynb #ad05e9d9
 RULES = ("uniform", "param", "inverse", "per-param", "rank", "softmax")
 SENSITIVITY_RULES = ("inverse", "per-param", "rank", "softmax")  # the rules that need MRS scores
 
-# %% ../nbs/04_allocation.ipynb #ee3ae526
+# %% ../nbs/04_allocation.ipynb #d976eaeb
 @dataclass
-class Allocation:
+class Allocation(Record):
     "Per-group pruning ratios, with the rule, target and bounds that produced them."
     ratios: dict[str, float]  # group (root layer) name -> share of its channels to remove
     rule: str = "uniform"  # the rule that made the ratios (or `manual`)
@@ -300,21 +300,12 @@ class Allocation:
         alloc.ratios = {g: float(r) for g, r in alloc.ratios.items()}
         return alloc
 
-    def save(self, path: str | Path) -> Path:
-        "Write as JSON (atomically)."
-        return atomic_write(path, json.dumps(self.to_dict(), indent=2))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Allocation":
-        "Read a JSON file written by `save` (or by hand)."
-        return cls.from_dict(read_json(path, "Allocation"))
-
     def __repr__(self) -> str:
         head = (f"Allocation(rule={self.rule}, target={self.target:.3f} of {self.target_of}"
                 + (f", achieved={self.achieved:.4f}" if self.achieved is not None else "") + f", bounds=[{self.r_min}, {self.r_max}])")
         return head + "\n" + self.to_frame().to_string(float_format=lambda v: f"{v:.4g}")
 
-# %% ../nbs/04_allocation.ipynb #dd197486
+# %% ../nbs/04_allocation.ipynb #9f42066d
 @patch
 def to_frame(self: Allocation):
     "pandas DataFrame: one row per group with its ratio (and score)."
@@ -515,7 +506,7 @@ def pruning_ratio_dict(
     if missing: raise ValueError(f"The allocation names layer(s) the model does not have: {', '.join(missing)}.")
     return (groups if groups is not None else ModelGroups(model, round_to=allocation.round_to)).ratio_dict(allocation.ratios, model)
 
-# %% ../nbs/04_allocation.ipynb #6bd44a97
+# %% ../nbs/04_allocation.ipynb #f3436dad
 @patch
 def with_ratio(self: Allocation, group: str, ratio: float, cost_model: CostModel) -> Allocation:
     "A copy with `group`'s ratio set by hand (whole channels, as pruning cuts them): rule `manual`, the share removed recounted."

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 import torch.nn as nn
 import torchattacks
 
-from .core import canonical, known_fields
+from .core import Record, canonical
 from .models import input_shape_of
 
 # %% auto #0
@@ -59,7 +59,7 @@ def format_pixels(eps: float) -> str:
 
 # %% ../nbs/02_attacks.ipynb #13d35ae0
 @dataclass(frozen=True)
-class AttackSpec:
+class AttackSpec(Record):
     "What attack to run and with which budget; images are in [0, 1], so `eps` is in pixel units (8/255 style)."
     name: str = "pgd"  # fgsm, pgd, pgd-l2, tpgd, apgd, cw, autoattack, apgd-ce+apgd-t, square or none
     eps: float = 8 / 255  # perturbation budget in the attack's norm (pixel units); cw: L2 budget, 0 = unbounded
@@ -107,7 +107,7 @@ class AttackSpec:
 
     def __str__(self) -> str: return self.label
 
-# %% ../nbs/02_attacks.ipynb #f4b53904
+# %% ../nbs/02_attacks.ipynb #47c9005e
 @patch(as_prop=True)
 def label(self: AttackSpec) -> str:
     "A short name for tables, e.g. `PGD-10 (Linf, 8/255)`; only the standard AutoAttack is called `AutoAttack`."
@@ -119,15 +119,6 @@ def label(self: AttackSpec) -> str:
     if self.name == "cw" and self.eps == 0: return f"{base} (L2, unbounded)"
     return f"{base} ({self.norm}, {format_pixels(self.eps)})"
 
-@patch
-def to_dict(self: AttackSpec) -> dict:
-    "JSON-safe dict."
-    return asdict(self)
-
-@patch(cls_method=True)
-def from_dict(cls: AttackSpec, d: dict) -> "AttackSpec":
-    "Inverse of `to_dict`; unknown keys are an error."
-    return cls(**known_fields(cls, d))
 
 @patch(cls_method=True)
 def parse(cls: AttackSpec, text: "str | AttackSpec | dict") -> "AttackSpec":

@@ -14,7 +14,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['CLIError', 'build_parser', 'cmd_train', 'cmd_evaluate', 'config_from_args', 'cmd_run', 'cmd_mrs', 'main']
 
-# %% ../nbs/10_cli.ipynb #18051242
+# %% ../nbs/10_cli.ipynb #ecde04d2
 class CLIError(Exception):
     "A user error: printed as one line, exit code 2."
 
@@ -56,7 +56,7 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     p.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-# %% ../nbs/10_cli.ipynb #f44ae894
+# %% ../nbs/10_cli.ipynb #55d837a5
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `robust-prune` command."
     parser = argparse.ArgumentParser(

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['canonical', 'pick_device', 'atomic_write', 'read_json', 'provenance', 'known_fields']
+__all__ = ['canonical', 'pick_device', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
 
 # %% ../nbs/00a_core.ipynb #64bec707
 def canonical(name: str) -> str:
@@ -51,7 +51,7 @@ def atomic_write(
         raise
     return path
 
-# %% ../nbs/00a_core.ipynb #3fbaed6b
+# %% ../nbs/00a_core.ipynb #44c17c99
 def read_json(
     path: str | Path,  # the file
     what: str = "JSON",  # how messages name it: "Allocation", "Config", ...
@@ -68,7 +68,7 @@ def read_json(
     try: return json.loads(path.read_text(), object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e: raise ValueError(f"'{path}' is not valid JSON: {e}.") from None
 
-# %% ../nbs/00a_core.ipynb #de2f1bf7
+# %% ../nbs/00a_core.ipynb #1db2bfe7
 def _git_commit() -> str | None:
     "The commit of the checkout this package runs from (`+dirty` if tracked files changed), or None when it is not one."
     import importlib.util, subprocess
@@ -109,3 +109,28 @@ def known_fields(
     extra = sorted(set(d) - set(known))
     if extra: raise ValueError(f"Unknown {what or cls.__name__} field(s): {', '.join(extra)}; known: {', '.join(known)}.")
     return d
+
+# %% ../nbs/00a_core.ipynb #53779afc
+class Record:
+    "Base of the saved dataclasses: `to_dict`, strict `from_dict` (one `ValueError` naming unknown keys), atomic JSON `save`, `load`."
+    _what = None  # how error messages name the record (default: the class name)
+
+    def to_dict(self) -> dict:
+        "JSON-safe dict."
+        from dataclasses import asdict
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "Inverse of `to_dict`; unknown keys are an error."
+        return cls(**known_fields(cls, d, cls._what))
+
+    def save(self, path: str | Path) -> Path:
+        "Write as JSON (atomically)."
+        import json
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path):
+        "Read a JSON file written by `save` (or by hand)."
+        return cls.from_dict(read_json(path, (cls._what or cls.__name__).capitalize()))

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import AttackSpec, robust_accuracy
-from .core import known_fields
+from .core import Record
 from .finetune import distributed_accuracy
 from .models import input_shape_of  # the one place that knows a model's input shape
 
@@ -69,7 +69,7 @@ def measure_latency(
 
 # %% ../nbs/07_evaluation.ipynb #e6caaa13
 @dataclass
-class RobustnessReport:
+class RobustnessReport(Record):
     "Accuracy of one model, clean and under attack, with its size and speed."
     name: str  # what was evaluated, e.g. `dense` or `MRPF 70%`
     n_samples: int  # test samples evaluated
@@ -87,15 +87,6 @@ class RobustnessReport:
         r = dict(model=self.name, params=self.params, macs=self.macs, latency_ms=self.latency_ms, n=self.n_samples, clean=self.clean_acc)
         r.update(self.robust_acc)
         return r
-
-    def to_dict(self) -> dict:
-        "JSON-safe dict."
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RobustnessReport":
-        "Inverse of `to_dict`; unknown keys are an error."
-        return cls(**known_fields(cls, d))
 
     def to_frame(self):
         "A one-row pandas DataFrame."
@@ -177,7 +168,7 @@ def default_attacks(
 
 # %% ../nbs/07_evaluation.ipynb #76ff1569
 @dataclass
-class SanityReport:
+class SanityReport(Record):
     "The gradient-masking checks on one batch: the accuracies measured and, per check, whether it passed."
     eps: float  # the budget the checks are about
     norm: str  # Linf or L2
@@ -194,15 +185,6 @@ class SanityReport:
     def failed(self) -> list[str]:
         "Names of the checks that failed."
         return [c["check"] for c in self.checks if not c["passed"]]
-
-    def to_dict(self) -> dict:
-        "JSON-safe dict."
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SanityReport":
-        "Inverse of `to_dict`; unknown keys are an error."
-        return cls(**known_fields(cls, d))
 
     def __str__(self) -> str:
         from robust_prune.attacks import format_pixels

@@ -420,7 +420,7 @@ def _divergence_message(epoch: int, step: int, steps: int, weights: bool, lr: fl
             else "no checkpoint was written from it")
     return f"Training diverged: {what}; the learning rate (lr={lr:g}) is probably too high, lower it and run again ({kept})."
 
-# %% ../nbs/06_finetune.ipynb #e70ec53b
+# %% ../nbs/06_finetune.ipynb #78c035bc
 def _place(model: nn.Module, device, distributed: bool, channels_last: bool) -> torch.device:
     "Move `model` to `device` (under torchrun a CUDA device is this process's GPU) and memory format; returns the device."
     if device is not None: model.to(device)
@@ -471,7 +471,7 @@ def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, cha
     sched.step()
     return loss.detach(), logits, y
 
-# %% ../nbs/06_finetune.ipynb #948a1465
+# %% ../nbs/06_finetune.ipynb #a3ead5e5
 def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_step: bool, distributed: bool):
     "One pass over the batches: (sums [loss·n, correct, n, non-finite losses, 0] on the device, first bad step, batches run)."
     sums = torch.zeros(5, device=dev, dtype=torch.float64)  # read once per epoch: no host sync per step
@@ -628,7 +628,7 @@ def robust_digits_model(
     if cache: save_checkpoint(model, path, settings=settings, history=history.to_dict())
     return model.eval()
 
-# %% ../nbs/06_finetune.ipynb #8d595095
+# %% ../nbs/06_finetune.ipynb #8c557f44
 def prune_then_finetune(
     model: nn.Module,  # the dense network (left untouched: a copy is pruned)
     allocation,  # an `Allocation` (or {group: ratio}, or one ratio)

@@ -42,7 +42,7 @@ def resolve_ignored(
         else: raise ValueError(f"ignored_layers takes modules or module names, got {type(item).__name__}.")
     return list({id(s): s for m in out for s in m.modules()}.values())
 
-# %% ../nbs/02a_groups.ipynb #9f92b795
+# %% ../nbs/02a_groups.ipynb #ee25335f
 def check_forward(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     "Run `model` once on `x` (eval mode, no gradients; modes restored) or say in one line why it does not run; returns the last convolution or linear layer called (the classifier, whatever its name)."
     last, hooks = [], [m.register_forward_hook(lambda mod, i, o: last.append(mod))
@@ -101,7 +101,7 @@ def _from_torch_pruning(e: BaseException) -> bool:
         tb = tb.tb_next
     return inside
 
-# %% ../nbs/02a_groups.ipynb #91409304
+# %% ../nbs/02a_groups.ipynb #bbdec625
 @contextmanager
 def torch_pruning_errors(
     model: nn.Module,  # the model torch-pruning works on

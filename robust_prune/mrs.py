@@ -103,7 +103,7 @@ class _Feasibility:
         parts = ([z[d0:min(d1, h)]] if d0 < h else []) + ([-z[max(d0, h) - h:d1 - h]] if d1 > h else [])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-# %% ../nbs/03_mrs.ipynb #0b7ec6e3
+# %% ../nbs/03_mrs.ipynb #acb58a0f
 @patch
 def evaluate(self: _Feasibility, points: list[tuple[int, int]]) -> None:
     "Fill the table for `points` (one batched evaluation per `points_per_batch` points and stage of draws)."
@@ -233,7 +233,7 @@ def _worst(ev: LossEvaluator, thF: dict, grad0: dict, base: float, eps: float, s
         best = max(best, loss)
     return best - base
 
-# %% ../nbs/03_mrs.ipynb #b0a7b936
+# %% ../nbs/03_mrs.ipynb #25da9532
 @dataclass
 class GroupScore(PrunableGroup):
     "A `PrunableGroup` with its sensitivity score."
@@ -269,7 +269,7 @@ def _num(v):  # JSON-safe float: non-finite values as strings
 
 def _unnum(v): return None if v is None else float(v)
 
-# %% ../nbs/03_mrs.ipynb #c960e15a
+# %% ../nbs/03_mrs.ipynb #24462af4
 @dataclass
 class MRSReport:
     "Per-group sensitivity scores of one network, with the method and settings that produced them."
@@ -384,7 +384,7 @@ def plot(self: MRSReport, title: str | None = None):
                       xaxis_title="group (root layer)", height=360, margin=dict(l=50, r=20, t=50, b=90))
     return fig
 
-# %% ../nbs/03_mrs.ipynb #0a98bd93
+# %% ../nbs/03_mrs.ipynb #c3d0a93a
 @dataclass
 class _Context:
     "What the scoring of every group shares: the evaluator, the base loss L_adv(θᶠ), θ⁰ and the gradients."
@@ -424,7 +424,7 @@ def _check_positive(**kw) -> None:
     for k, v in kw.items():
         if not (math.isfinite(v) and v > 0): raise ValueError(f"{k} must be a finite number > 0, got {v!r}.")
 
-# %% ../nbs/03_mrs.ipynb #9968cd85
+# %% ../nbs/03_mrs.ipynb #be88261f
 @dataclass
 class Taylor(Estimator):
     "|Σ ∇L_adv · θ| over the group's tensors: the first-order loss change of removing the group."
@@ -472,7 +472,7 @@ class Worst(Estimator):
     def score(self, ctx, thF, gen):
         return _worst(ctx.ev, thF, {t: ctx.grads[t] for t in thF}, ctx.base, self.eps, int(self.steps), self._step()), None, None
 
-# %% ../nbs/03_mrs.ipynb #97ce164b
+# %% ../nbs/03_mrs.ipynb #ddfb3f92
 @dataclass
 class Criticality(Estimator):
     "The full metric: the smallest α²‖θᶠ − θ⁰‖²/σ² over (α, σ) whose expected L_adv stays within (1 + τ) of L_adv."
@@ -517,7 +517,7 @@ class Criticality(Estimator):
 ESTIMATORS = {e.name: e for e in (Criticality, Rewind, Noise, Worst, Taylor)}
 METHODS = tuple(ESTIMATORS)  # their names: mrs, rewind, noise, worst, taylor
 
-# %% ../nbs/03_mrs.ipynb #fe232188
+# %% ../nbs/03_mrs.ipynb #7407184e
 def estimator(
     method: str | Estimator = "mrs",  # an Estimator, or the name of one: mrs, rewind, noise, worst, taylor
     **settings,  # `compute_mrs`' keyword arguments for it (alphas, draws, noise_sigma, worst_steps, ...)
@@ -530,7 +530,7 @@ def estimator(
     own = {f.name for f in fields(ESTIMATORS[name])}
     return ESTIMATORS[name](**{k[len(prefix):]: v for k, v in settings.items() if k.startswith(prefix) and k[len(prefix):] in own})
 
-# %% ../nbs/03_mrs.ipynb #13de95b1
+# %% ../nbs/03_mrs.ipynb #79d28611
 def compute_mrs(
     model: nn.Module,  # the trained (unpruned) network, taking [0, 1] images
     x_adv: torch.Tensor,  # fixed adversarial images [N, C, H, W] made against `model`
@@ -610,7 +610,7 @@ def compute_mrs(
     if est.focus: settings.update(batch=ev.batch, reuse=ev.reuse, **({"note": ev.note} if ev.note else {}))
     return MRSReport(est.name, rows, settings, ctx.base, round(ev.forwards), time.time() - t0)
 
-# %% ../nbs/03_mrs.ipynb #039fabb9
+# %% ../nbs/03_mrs.ipynb #822e739d
 def _repeated(model, x_adv, y, est: Estimator, repeats: int, init_state, groups, seed: int, **kw) -> MRSReport:
     "`compute_mrs` with noise seeds `seed` … `seed + repeats − 1`, combined; θ⁰ and the groups are found once for all."
     given = init_state is not None
@@ -623,7 +623,7 @@ def _repeated(model, x_adv, y, est: Estimator, repeats: int, init_state, groups,
     if "init" in out.settings and not given: out.settings["init"] = f"seed {kw['init_seed']}"
     return out
 
-# %% ../nbs/03_mrs.ipynb #9b8621e0
+# %% ../nbs/03_mrs.ipynb #ebf60b1f
 def _theta0(model: nn.Module, init_state, init_seed: int, groups, P: dict) -> dict[str, torch.Tensor]:
     "θ⁰ for the tensors of `groups`, checked against the model's shapes."
     if init_state is None: src = initial_state(model, init_seed)

@@ -18,12 +18,12 @@ import torch.nn as nn
 
 from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .attacks import AttackSpec, adversarial_batch
-from .core import atomic_write, canonical, known_fields, pick_device, provenance, read_json
+from .core import Record, atomic_write, canonical, pick_device, provenance, read_json
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, default_attacks, evaluate, format_table
 from .finetune import History, finetune, prune_then_finetune, robust_digits_model, _check_method
 from .models import ARCHITECTURES, _arch_key, create_model, imports_code, load_checkpoint, save_checkpoint
-from .mrs import MRSReport, compute_mrs
+from .mrs import METHODS as MRS_METHODS, MRSReport, compute_mrs
 from .pruning import PruneReport, criterion_name, prune
 
 # %% auto #0
@@ -31,8 +31,9 @@ __all__ = ['MRPFConfig', 'load_data', 'load_model', 'allocation_for', 'prune_and
 
 # %% ../nbs/09_pipeline.ipynb #18545b6e
 @dataclass
-class MRPFConfig:
+class MRPFConfig(Record):
     "Every setting of an MRPF run; defaults run on the embedded digits data on a CPU in a few minutes."
+    _what = "config"
     dataset: str = "digits"  # digits, cifar10, cifar100, svhn, tiny-imagenet
     arch: str = "digits_resnet"  # resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet, or torchvision:NAME, timm:NAME, module:function
     checkpoint: str | None = None  # the trained model; None: the demo's robust digits model (digits) or train one (`train_epochs`)
@@ -72,7 +73,7 @@ class MRPFConfig:
 
     def __post_init__(self): self.validate()
 
-# %% ../nbs/09_pipeline.ipynb #6a54a9c2
+# %% ../nbs/09_pipeline.ipynb #3c108bd7
 @patch
 def validate(self: MRPFConfig) -> "MRPFConfig":
     "Raise a one-line ValueError for any bad setting."
@@ -84,8 +85,8 @@ def validate(self: MRPFConfig) -> "MRPFConfig":
     if not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
         raise ValueError(f"sparsity must be a share in [0, 1), e.g. 0.7; got {self.sparsity!r}.")
     if canonical(self.rule) not in RULES: raise ValueError(f"Unknown allocation rule {self.rule!r}; choose one of: {', '.join(RULES)}.")
-    if self.mrs_method not in ("mrs", "rewind", "noise", "worst", "taylor"):
-        raise ValueError(f"Unknown MRS method {self.mrs_method!r}; choose one of: mrs, rewind, noise, worst, taylor.")
+    if canonical(self.mrs_method) not in MRS_METHODS:
+        raise ValueError(f"Unknown MRS method {self.mrs_method!r}; choose one of: {', '.join(MRS_METHODS)}.")
     criterion_name(self.criterion)
     _check_method(self.method)
     for a in [self.mrs_attack, self.train_attack, *(self.eval_attacks or [])]:
@@ -111,17 +112,7 @@ def attacks(self: MRPFConfig) -> tuple[AttackSpec, AttackSpec, list[AttackSpec]]
     ev = [AttackSpec.parse(a) for a in self.eval_attacks] if self.eval_attacks else default_attacks(self.eps)
     return mrs, train, ev
 
-@patch
-def to_dict(self: MRPFConfig) -> dict:
-    "JSON-safe dict."
-    return asdict(self)
-
-@patch(cls_method=True)
-def from_dict(cls: MRPFConfig, d: dict) -> "MRPFConfig":
-    "Build from a dict; unknown keys are an error."
-    return cls(**known_fields(cls, d, "config"))
-
-# %% ../nbs/09_pipeline.ipynb #c71e394f
+# %% ../nbs/09_pipeline.ipynb #1722dbb8
 @patch(cls_method=True)
 def load(cls: MRPFConfig, path: str | Path) -> "MRPFConfig":
     "Read a JSON or YAML config file."
@@ -135,11 +126,6 @@ def load(cls: MRPFConfig, path: str | Path) -> "MRPFConfig":
     else: d = read_json(path, "Config")
     if not isinstance(d, dict): raise ValueError(f"'{path}' must hold a mapping of settings.")
     return cls.from_dict(d)
-
-@patch
-def save(self: MRPFConfig, path: str | Path) -> Path:
-    "Write as JSON (atomically)."
-    return atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
 # %% ../nbs/09_pipeline.ipynb #3355ca3a
 def _device(config: MRPFConfig) -> torch.device: return pick_device(config.device)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .allocation import Allocation, CostModel
 from .attacks import AdversarialBatch, AttackSpec, check_inputs, perturb, restore_modes, num_classes_of
-from .core import canonical, known_fields
+from .core import Record, canonical
 from .models import unprunable_layers
 from .groups import ModelGroups, count_cost, torch_pruning_errors
 
@@ -100,7 +100,7 @@ def accumulate_gradients(
 
 # %% ../nbs/05_pruning.ipynb #9042ab33
 @dataclass
-class PruneReport:
+class PruneReport(Record):
     "What pruning did: size before and after, and the channels each group kept."
     criterion: str  # the importance criterion
     params_before: int  # parameters before
@@ -124,14 +124,6 @@ class PruneReport:
         "Share of MACs removed."
         return 1 - self.macs_after / self.macs_before
 
-    def to_dict(self) -> dict:
-        "JSON-safe dict."
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PruneReport":
-        "Inverse of `to_dict`; unknown keys are an error."
-        return cls(**known_fields(cls, d))
 
     def to_frame(self):
         "pandas DataFrame, one row per group."

@@ -458,7 +458,7 @@ class FineTuneLauncher(_Widget):
         self.error: BaseException | None = None
         self._stop, self._thread = threading.Event(), None
 
-# %% ../nbs/08_widgets.ipynb #a197d29e
+# %% ../nbs/08_widgets.ipynb #6919729a
 @patch
 def _epoch_axis(self: FineTuneLauncher, epochs: int) -> None:
     self.fig.update_xaxes(range=[0.5, epochs + 0.5], tick0=1, dtick=max(1, math.ceil(epochs / 10)))
@@ -473,7 +473,7 @@ def running(self: FineTuneLauncher) -> bool:
     "True while a run is in progress."
     return self._thread is not None and self._thread.is_alive()
 
-# %% ../nbs/08_widgets.ipynb #814cf230
+# %% ../nbs/08_widgets.ipynb #1ec72ee5
 @patch
 def launch(self: FineTuneLauncher) -> None:
     "Start pruning + fine-tuning with the current settings in a background thread."
@@ -524,7 +524,7 @@ def stop(self: FineTuneLauncher) -> None:
     self._stop.set()
     if self.running: _status(self.status, "stopping after the current batch ...")
 
-# %% ../nbs/08_widgets.ipynb #4120cc24
+# %% ../nbs/08_widgets.ipynb #04bc9d31
 @patch
 def wait(self: FineTuneLauncher, timeout: float | None = None) -> LaunchResult:
     "Block until the run ends; returns `.result` (raises the run's error, or TimeoutError)."
