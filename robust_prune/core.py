@@ -110,7 +110,7 @@ def known_fields(
     if extra: raise ValueError(f"Unknown {what or cls.__name__} field(s): {', '.join(extra)}; known: {', '.join(known)}.")
     return d
 
-# %% ../nbs/00a_core.ipynb #53779afc
+# %% ../nbs/00a_core.ipynb #918f4346
 class Record:
     "Base of the saved dataclasses: `to_dict`, strict `from_dict` (one `ValueError` naming unknown keys), atomic JSON `save`, `load`."
     _what = None  # how error messages name the record (default: the class name)

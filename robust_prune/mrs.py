@@ -589,28 +589,33 @@ def compute_mrs(
     if est.uses_theta0:
         theta0 = _theta0(model, init_state, init_seed, groups, P)
         settings.update(init="given" if init_state is not None else f"seed {init_seed}")
-    from tqdm.auto import tqdm
     with restore_modes(model):
         model.eval()
         ev = LossEvaluator(model, x_adv, y, batch=batch, max_batch=max_batch, reuse=reuse, slices=est.slices_for(n))
-        ctx = _Context(ev, 0.0, theta0)
-        if est.uses_gradients:  # the gradient pass gives the base loss too
-            ctx.base, ctx.grads = _gradients(ev, {t: P[t] for g in groups for t in g.tensors})
-        else:
-            with torch.no_grad(): ctx.base = float(ev.loss())
-        ev.forwards = 0
-        rows = []
-        for g in tqdm(groups, desc=est.name, disable=not progress, leave=False):
-            tg = time.time()
-            ev.focus(g.tensors if est.focus else None)  # many evaluations of this group follow
-            gen = torch.Generator().manual_seed(int(seed))  # per group, so a group's draws do not depend on the others
-            score, alpha, sigma = est.score(ctx, {t: P[t] for t in g.tensors}, gen)
-            rows.append(GroupScore(**PrunableGroup.to_dict(g), score=score, alpha=alpha, sigma=sigma, seconds=time.time() - tg))
-        ev.focus(None)
+        rows, base = _score_groups(est, ev, groups, P, theta0, seed, progress)
     if est.focus: settings.update(batch=ev.batch, reuse=ev.reuse, **({"note": ev.note} if ev.note else {}))
-    return MRSReport(est.name, rows, settings, ctx.base, round(ev.forwards), time.time() - t0)
+    return MRSReport(est.name, rows, settings, base, round(ev.forwards), time.time() - t0)
 
 # %% ../nbs/03_mrs.ipynb #822e739d
+def _score_groups(est: Estimator, ev: LossEvaluator, groups, P: dict, theta0: dict | None, seed: int, progress: bool):
+    "Every group's `GroupScore` by `est`, and the base loss L_adv(θᶠ)."
+    from tqdm.auto import tqdm
+    ctx = _Context(ev, 0.0, theta0)
+    if est.uses_gradients:  # the gradient pass gives the base loss too
+        ctx.base, ctx.grads = _gradients(ev, {t: P[t] for g in groups for t in g.tensors})
+    else:
+        with torch.no_grad(): ctx.base = float(ev.loss())
+    ev.forwards = 0
+    rows = []
+    for g in tqdm(groups, desc=est.name, disable=not progress, leave=False):
+        tg = time.time()
+        ev.focus(g.tensors if est.focus else None)  # many evaluations of this group follow
+        gen = torch.Generator().manual_seed(int(seed))  # per group, so a group's draws do not depend on the others
+        score, alpha, sigma = est.score(ctx, {t: P[t] for t in g.tensors}, gen)
+        rows.append(GroupScore(**PrunableGroup.to_dict(g), score=score, alpha=alpha, sigma=sigma, seconds=time.time() - tg))
+    ev.focus(None)
+    return rows, ctx.base
+
 def _repeated(model, x_adv, y, est: Estimator, repeats: int, init_state, groups, seed: int, **kw) -> MRSReport:
     "`compute_mrs` with noise seeds `seed` … `seed + repeats − 1`, combined; θ⁰ and the groups are found once for all."
     given = init_state is not None
