@@ -13,6 +13,7 @@ import torch
 from fastcore.basics import patch
 import torch.nn as nn
 import torchattacks
+from torchattacks.attack import Attack
 
 from .core import Record, canonical
 from .models import input_shape_of
@@ -147,12 +148,12 @@ def num_classes_of(model: nn.Module) -> int:
     if not linears: raise ValueError("Cannot tell the number of classes of this model; pass num_classes=.")
     return linears[-1].out_features
 
-def _square(s: AttackSpec, model: nn.Module, queries: int, seed: int) -> torchattacks.Attack:
+def _square(s: AttackSpec, model: nn.Module, queries: int, seed: int) -> Attack:
     # the reference runs Square with p_init 0.8, the margin loss and no rescaled schedule (torchattacks' default rescales)
     return torchattacks.Square(model, norm=s.norm, eps=s.eps, n_queries=queries, n_restarts=1, p_init=0.8,
                                loss="margin", resc_schedule=False, seed=seed)
 
-def _autoattack(s: AttackSpec, model: nn.Module, num_classes: int, seed: int) -> torchattacks.Attack:
+def _autoattack(s: AttackSpec, model: nn.Module, num_classes: int, seed: int) -> Attack:
     "APGD-CE, APGD-T (and for the full ensemble FAB-T, Square) configured as the reference's standard version."
     if num_classes < 2: raise ValueError(f"{s.label} needs a model with at least 2 classes, got {num_classes}.")
     targets = min(AA_TARGET_CLASSES, num_classes - 1)
@@ -173,7 +174,7 @@ def build_attack(
     model: nn.Module,  # classifier taking [0, 1] images
     num_classes: int | None = None,  # classes of the model (AutoAttack needs it); default from the model
     seed: int = 0,  # seed of APGD, AutoAttack and Square
-) -> torchattacks.Attack:
+) -> Attack:
     "The torchattacks object that runs `spec` against `model`."
     s = AttackSpec.parse(spec)
     if s.name == "fgsm": return torchattacks.FGSM(model, eps=s.eps)
