@@ -17,7 +17,7 @@ def __getattr__(name: str):
     if name in _API:
         import importlib
         value = getattr(importlib.import_module(f"robust_prune.{_API[name]}"), name)
-        globals()[name] = value
+        if name != _API[name]: globals()[name] = value  # `finetune` is also a submodule: that module is callable as the function
         return value
     raise AttributeError(f"module 'robust_prune' has no attribute {name!r}")
 

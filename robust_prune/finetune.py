@@ -597,6 +597,15 @@ def finetune(
     model.eval()
     return run.history
 
+# %% ../nbs/06_finetune.ipynb #df3191d8
+import sys, types
+
+class _CallableModule(types.ModuleType):
+    "This module, callable as its main function: `from robust_prune import finetune` trains whether it finds the function or the module."
+    def __call__(self, *args, **kwargs): return finetune(*args, **kwargs)
+
+if __name__ == "robust_prune.finetune": sys.modules[__name__].__class__ = _CallableModule
+
 # %% ../nbs/06_finetune.ipynb #f69ccefe
 DIGITS_EPS = DATASETS["digits"].eps  # the digits budget (0.1), kept under this name
 
