@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import torch
-from fastcore.basics import patch
 import torch.nn as nn
 
 from .attacks import restore_modes
-from .core import Record, atomic_write, canonical, known_fields, read_json
+from .core import Record, atomic_write, canonical, known_fields, patch, read_json
 
 from .groups import ModelGroups, count_cost, kept_channels, torch_pruning_ratio
 from .mrs import MRSReport

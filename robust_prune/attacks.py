@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Iterable, Sequence
 
 import torch
-from fastcore.basics import patch
 import torch.nn as nn
 import torchattacks
 from torchattacks.attack import Attack
 
-from .core import Record, canonical
+from .core import Record, canonical, patch
 from .models import input_shape_of
 
 # %% auto #0

@@ -263,7 +263,7 @@ def cmd_mrs(args) -> int:
     report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, per_layer=args.per_layer,
                          seed=config.seed, progress=config.progress)
     print(report)
-    if json_out: atomic_write(json_out, json.dumps(report.to_dict() | {"provenance": provenance(config.device, config.seed)}, indent=2))
+    if json_out: atomic_write(json_out, json.dumps(report.to_dict() | {"provenance": provenance(next(model.parameters()).device, config.seed)}, indent=2))
     if html_out: report.plot().write_html(html_out, include_plotlyjs="cdn")
     return 0
 

@@ -5,6 +5,7 @@
 # %% ../nbs/00a_core.ipynb #b5e34016
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import fields
@@ -14,7 +15,20 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['canonical', 'pick_device', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
+__all__ = ['patch', 'canonical', 'pick_device', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
+
+# %% ../nbs/00a_core.ipynb #e64a3300
+def patch(f=None, *, as_prop: bool = False, cls_method: bool = False):
+    "Decorator: attach `f` to the class of its first parameter's annotation, as a method, a property or a classmethod."
+    if f is None: return functools.partial(patch, as_prop=as_prop, cls_method=cls_method)
+    import inspect
+    inner = inspect.unwrap(f)  # the function itself, under decorators such as torch.no_grad()
+    first = next(iter(inspect.signature(inner, eval_str=False).parameters))
+    cls = inner.__annotations__[first]
+    if isinstance(cls, str): cls = eval(cls, inner.__globals__)
+    f.__qualname__ = inner.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    setattr(cls, f.__name__, property(f) if as_prop else classmethod(f) if cls_method else f)
+    return inner.__globals__.get(f.__name__)  # the module's own name, if any, is left as it was
 
 # %% ../nbs/00a_core.ipynb #64bec707
 def canonical(name: str) -> str:
@@ -69,8 +83,9 @@ def read_json(
     except json.JSONDecodeError as e: raise ValueError(f"'{path}' is not valid JSON: {e}.") from None
 
 # %% ../nbs/00a_core.ipynb #1db2bfe7
+@functools.lru_cache(maxsize=None)
 def _git_commit() -> str | None:
-    "The commit of the checkout this package runs from (`+dirty` if tracked files changed), or None when it is not one."
+    "The commit of the checkout this package runs from (`+dirty` if tracked files changed), or None when it is not one; read once per process."
     import importlib.util, subprocess
     here = Path(importlib.util.find_spec("robust_prune").origin).resolve().parent  # the package folder
     def git(*args):
@@ -133,4 +148,5 @@ class Record:
     @classmethod
     def load(cls, path: str | Path):
         "Read a JSON file written by `save` (or by hand)."
-        return cls.from_dict(read_json(path, (cls._what or cls.__name__).capitalize()))
+        what = cls._what or cls.__name__
+        return cls.from_dict(read_json(path, what[:1].upper() + what[1:]))

@@ -457,7 +457,7 @@ def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dic
     _set_rng_state(state["rng"], train)
     return History.from_dict(state["history"])
 
-def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, channels_last) -> tuple[torch.Tensor, torch.Tensor]:
+def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, channels_last) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "One optimiser step on the batch (`x`, `y`); returns the (detached) loss, the logits and `y` on the device."
     x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
     if channels_last: x = x.contiguous(memory_format=torch.channels_last)

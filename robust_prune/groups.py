@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import torch
-from fastcore.basics import patch
 import torch.nn as nn
 
 from .attacks import restore_modes
 from .models import example_input, unprunable_layers
+
+from .core import patch
 
 # %% auto #0
 __all__ = ['resolve_ignored', 'check_forward', 'torch_pruning_errors', 'kept_channels', 'torch_pruning_ratio', 'PrunableGroup',

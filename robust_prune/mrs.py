@@ -13,11 +13,10 @@ from dataclasses import dataclass, field, fields
 from typing import Iterable, Sequence
 
 import torch
-from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import canonical
+from .core import canonical, patch
 from .partial import BATCH_MODES, LossEvaluator
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
 from .attacks import check_inputs, num_classes_of, restore_modes

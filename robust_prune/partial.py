@@ -10,9 +10,10 @@ import warnings
 from typing import Iterable
 
 import torch
-from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .core import patch
 
 # %% auto #0
 __all__ = ['BATCH_MODES', 'LossEvaluator']

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from fastcore.basics import patch
 import torch.nn as nn
 
 from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .attacks import AttackSpec, adversarial_batch
-from .core import Record, atomic_write, canonical, pick_device, provenance, read_json
+from .core import Record, atomic_write, canonical, patch, pick_device, provenance, read_json
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, default_attacks, evaluate, format_table
 from .finetune import History, finetune, prune_then_finetune, robust_digits_model, _check_method

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-from fastcore.basics import patch
 import torch.nn as nn
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -29,6 +28,8 @@ from .pruning import CRITERIA, GRADIENT_CRITERIA, PruneReport, prune
 from .finetune import METHODS, OPTIMIZERS, Callback, FineTuneRun, History, finetune, prune_then_finetune
 from .evaluation import _human
 from .evaluation import measure_latency
+
+from .core import patch
 
 # %% auto #0
 __all__ = ['MRS_RULES', 'SensitivityExplorer', 'AllocationEditor', 'LaunchResult', 'FineTuneLauncher']

@@ -19,7 +19,9 @@ def test_every_top_level_name_is_the_module_object():
 
 def test_importing_the_package_does_not_import_torch():
     code = ("import sys, robust_prune; assert 'torch' not in sys.modules, 'torch imported'; "
-            "from robust_prune import compute_mrs; assert 'torch' in sys.modules; print(compute_mrs.__module__)")
+            "from robust_prune import compute_mrs; assert 'torch' in sys.modules; "
+            "import robust_prune.widgets, robust_prune.pipeline, robust_prune.cli; "
+            "assert 'fastcore' not in sys.modules, 'fastcore imported at run time'; print(compute_mrs.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "robust_prune.mrs"
