@@ -14,7 +14,7 @@ import torch.nn as nn
 import torchattacks
 from torchattacks.attack import Attack
 
-from .core import Record, canonical, patch
+from .core import Record, canonical, patch, seeded
 from .models import input_shape_of
 
 # %% auto #0
@@ -54,7 +54,7 @@ def format_pixels(eps: float) -> str:
     short = f"{eps:g}"
     if float(short) == eps: return short
     k = eps * 255
-    if 0 < eps < 1 and abs(k - round(k)) < 1e-9: return f"{round(k)}/255"
+    if 0 < eps < 1 and round(k) >= 1 and abs(k - round(k)) < 1e-9: return f"{round(k)}/255"
     return repr(eps)
 
 # %% ../nbs/02_attacks.ipynb #13d35ae0
@@ -79,13 +79,13 @@ class AttackSpec(Record):
         eps = parse_number(self.eps)
         if not math.isfinite(eps) or eps < 0: raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}.")
         if name not in ("cw", "none") and eps == 0: raise ValueError(f"{name} needs eps > 0 (got 0); use name='none' for clean accuracy.")
-        if name in ("fgsm", "pgd", "tpgd", *_EITHER_NORM) and self.norm in (None, "Linf", "linf") and eps > 1:
-            raise ValueError(f"eps={eps:g} is larger than the whole [0, 1] pixel range; write budgets like 8/255.")
         steps = DEFAULT_STEPS.get(name, 10) if self.steps is None else self.steps
         if isinstance(steps, bool) or int(steps) != steps or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
         norm = self.norm or ATTACKS[name]
         norm = {"linf": "Linf", "inf": "Linf", "l2": "L2"}.get(str(norm).lower(), norm)
         if norm not in ("Linf", "L2"): raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
+        if name in ("fgsm", "pgd", "tpgd", *_EITHER_NORM) and norm == "Linf" and eps > 1:  # any spelling of Linf
+            raise ValueError(f"eps={eps:g} is larger than the whole [0, 1] pixel range; write budgets like 8/255.")
         if name in ("fgsm", "pgd", "tpgd") and norm != "Linf": raise ValueError(f"{name} is an Linf attack; use pgd-l2 for L2.")
         if name in ("pgd-l2", "cw") and norm != "L2": raise ValueError(f"{name} is an L2 attack.")
         alpha = None if self.alpha is None else parse_number(self.alpha)
@@ -249,8 +249,7 @@ def perturb(
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     if spec.name == "none": return x.detach().clone()
-    with restore_modes(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
-        if seed is not None: torch.manual_seed(seed)
+    with restore_modes(model), seeded(seed, device):
         atk = build_attack(spec, model, num_classes, seed=seed or 0)
         x_adv = atk(x, y).detach()
     if spec.name == "cw" and spec.eps > 0:  # a CW example beyond the L2 budget does not count
@@ -350,7 +349,7 @@ def robust_accuracy(
         model.eval()
         for b, (x, y) in enumerate(data):
             if max_samples is not None: x, y = x[:max_samples - seen], y[:max_samples - seen]
-            if len(y) == 0: break
+            if len(y) == 0: continue  # an empty batch: the ones after it still count
             check_batch(x, y, k, shape)
             x, y = x.to(device), y.to(device)
             with torch.no_grad(): correct[0] += (model(x).argmax(1) == y).sum()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Callable
@@ -15,7 +16,7 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['patch', 'canonical', 'pick_device', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
+__all__ = ['patch', 'canonical', 'pick_device', 'seeded', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
 
 # %% ../nbs/00a_core.ipynb #e64a3300
 def patch(f=None, *, as_prop: bool = False, cls_method: bool = False):
@@ -43,6 +44,21 @@ def pick_device(name: str | None = None) -> torch.device:
     except (RuntimeError, TypeError): raise ValueError(f"Unknown device {name!r}; use cpu, cuda or cuda:N.") from None
     if dev.type == "cuda" and not torch.cuda.is_available(): raise ValueError("CUDA was asked for but no CUDA device is available.")
     return dev
+
+# %% ../nbs/00a_core.ipynb #cb3480e2
+@contextmanager
+def seeded(seed: int | None, device: torch.device | str | None = None):
+    "Run a block with the CPU generator (and `device`'s, when it is a GPU) seeded with `seed`, restored afterwards; `None`: no seeding."
+    if seed is None:
+        yield
+        return
+    device = torch.device(device) if device is not None else None
+    gpus = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.random.default_generator.manual_seed(seed)
+        for d in gpus:
+            with torch.cuda.device(d): torch.cuda.manual_seed(seed)
+        yield
 
 # %% ../nbs/00a_core.ipynb #86e49259
 def atomic_write(

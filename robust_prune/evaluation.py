@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,7 @@ from .models import input_shape_of  # the one place that knows a model's input s
 
 # %% auto #0
 __all__ = ['count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports', 'format_table', 'evaluate',
-           'default_attacks', 'SanityReport', 'sanity_checks']
+           'default_attacks', 'SanityReport', 'sanity_checks', 'masking_checks']
 
 # %% ../nbs/07_evaluation.ipynb #6fbb6eb2
 def count_params(model: nn.Module) -> int:
@@ -175,6 +175,7 @@ class SanityReport(Record):
     n_samples: int  # images in the batch
     accuracies: dict[str, float] = field(default_factory=dict)  # attack label -> accuracy on the batch
     checks: list[dict] = field(default_factory=list)  # {"check", "passed", "detail"} per check
+    slack: float = 0.0  # accuracy by which a check was allowed to miss (`tol`, or one image where that is more)
 
     @property
     def passed(self) -> bool:
@@ -210,7 +211,7 @@ def sanity_checks(
     seed: int = 0,  # seed of every attack
 ) -> SanityReport:
     "Flag the symptoms of gradient masking: PGD ≥ AA, black-box Square ≥ white-box AA, accuracy → 0 as eps grows, more PGD steps never help."
-    from robust_prune.attacks import accuracy, check_inputs, format_pixels, num_classes_of, parse_number, perturb
+    from robust_prune.attacks import accuracy, check_inputs, parse_number, perturb
     eps = parse_number(eps)
     given = AttackSpec.parse(attack)
     if given.name not in ("autoattack", "apgd-ce+apgd-t"): raise ValueError(f"attack must be 'autoattack' or 'apgd-ce+apgd-t', got {attack!r}.")
@@ -222,27 +223,36 @@ def sanity_checks(
     pgd = (lambda e, k: AttackSpec("pgd", e, steps=k)) if norm == "Linf" else (lambda e, k: AttackSpec("pgd-l2", e, steps=k))
     largest = 1.0 if norm == "Linf" else float(x[0].numel()) ** 0.5  # L2: the distance between an all-black and an all-white image
     acc: dict[str, float] = {}
-    def run(spec: AttackSpec) -> float:
+    def run(spec: AttackSpec) -> tuple[str, float]:
         if spec.label not in acc: acc[spec.label] = accuracy(model, perturb(model, x, y, spec, seed=seed), y)
-        return acc[spec.label]
-    slack = max(tol, 1 / len(y))
-    checks = []
-    def check(name: str, passed: bool, detail: str): checks.append(dict(check=name, passed=bool(passed), detail=detail))
-    pct = lambda a: f"{100 * a:.2f}%"
-
-    a_aa = run(aa)
-    steps = sorted(int(k) for k in pgd_steps)
-    a_pgd = [run(pgd(eps, k)) for k in steps]
-    first = pgd(eps, steps[0]).label
-    check("PGD >= AutoAttack", a_pgd[0] >= a_aa - slack, f"{first} {pct(a_pgd[0])} vs {aa.label} {pct(a_aa)}")
-    sq = AttackSpec("square", eps, norm=norm, steps=square_queries)
-    a_sq = run(sq)
-    check("black-box Square >= white-box", a_sq >= a_aa - slack, f"{sq.label} {pct(a_sq)} vs {aa.label} {pct(a_aa)}")
+        return spec.label, acc[spec.label]
     budgets = sorted({eps * k for k in eps_growth if eps * k < largest} | {largest})
-    seq = [run(pgd(e, 20)) for e in (eps, *budgets)]
-    rises = [i for i in range(1, len(seq)) if seq[i] > seq[i - 1] + slack]
-    check("accuracy -> 0 as eps grows", not rises and seq[-1] <= zero_acc,
-          "PGD-20 at eps " + ", ".join(f"{format_pixels(e)}: {pct(a)}" for e, a in zip([eps, *budgets], seq)))
-    rises = [i for i in range(1, len(a_pgd)) if a_pgd[i] > a_pgd[i - 1] + slack]
-    check("more PGD steps never raise accuracy", not rises, ", ".join(f"PGD-{k} {pct(a)}" for k, a in zip(steps, a_pgd)))
-    return SanityReport(eps=eps, norm=norm, n_samples=len(y), accuracies=acc, checks=checks)
+    slack = max(tol, 1 / len(y))
+    checks = masking_checks(aa=run(aa), pgd={int(k): run(pgd(eps, int(k))) for k in pgd_steps},
+                            square=run(AttackSpec("square", eps, norm=norm, steps=square_queries)),
+                            growth={e: run(pgd(e, 20))[1] for e in (eps, *budgets)}, slack=slack, zero_acc=zero_acc)
+    return SanityReport(eps=eps, norm=norm, n_samples=len(y), accuracies=acc, checks=checks, slack=slack)
+
+def masking_checks(
+    aa: tuple[str, float],  # the AutoAttack run at eps: (label, accuracy)
+    pgd: Mapping[int, tuple[str, float]],  # PGD steps -> (label, accuracy) at eps
+    square: tuple[str, float],  # the black-box Square run at eps
+    growth: Mapping[float, float],  # budget -> PGD-20 accuracy, from eps up to the largest budget
+    slack: float,  # accuracy by which a check may miss
+    zero_acc: float,  # accuracy allowed at the largest budget
+) -> list[dict]:
+    "The verdicts of `sanity_checks` on measured accuracies: `{check, passed, detail}` per check, in a fixed order."
+    from robust_prune.attacks import format_pixels
+    pct = lambda a: f"{100 * a:.2f}%"
+    rises = lambda seq: any(b > a + slack for a, b in zip(seq, seq[1:]))  # a later value above an earlier one, beyond the slack
+    steps = sorted(pgd)
+    first, a_aa, a_sq = pgd[steps[0]], aa[1], square[1]
+    budgets, seq = sorted(growth), [growth[e] for e in sorted(growth)]
+    check = lambda name, passed, detail: dict(check=name, passed=bool(passed), detail=detail)
+    return [
+        check("PGD >= AutoAttack", first[1] >= a_aa - slack, f"{first[0]} {pct(first[1])} vs {aa[0]} {pct(a_aa)}"),
+        check("black-box Square >= white-box", a_sq >= a_aa - slack, f"{square[0]} {pct(a_sq)} vs {aa[0]} {pct(a_aa)}"),
+        check("accuracy -> 0 as eps grows", not rises(seq) and seq[-1] <= zero_acc,
+              "PGD-20 at eps " + ", ".join(f"{format_pixels(e)}: {pct(a)}" for e, a in zip(budgets, seq))),
+        check("more PGD steps never raise accuracy", not rises([pgd[k][1] for k in steps]),
+              ", ".join(f"PGD-{k} {pct(pgd[k][1])}" for k in steps))]

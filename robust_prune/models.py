@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import atomic_write, provenance
+from .core import atomic_write, provenance, seeded
 from .data import DatasetInfo, dataset_info
 
 # %% auto #0
@@ -308,11 +308,7 @@ def create_model(
         config = dict(num_classes=int(num_classes or info.num_classes), in_channels=info.channels,
                       mean=list(info.mean), std=list(info.std), **kwargs)
         build = lambda: ARCHITECTURES[key](**config)
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build()
-    else:
+    with seeded(seed):
         model = build()
     model.arch_config = dict(arch=key, input_shape=shape, **config)
     return model

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import canonical, patch
+from .core import canonical, patch, seeded
 from .partial import BATCH_MODES, LossEvaluator
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
 from .attacks import check_inputs, num_classes_of, restore_modes
@@ -34,8 +34,7 @@ def initial_state(
     "θ⁰: parameters of a fresh seed-`seed` initialisation of `model`'s architecture, on its device (the model is untouched)."
     cfg = getattr(model, "arch_config", None)
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if isinstance(cfg, dict) and "arch" in cfg:
             fresh = rebuild(cfg, getattr(model, "pruning_history", None), allow_import=True)  # its constructor built `model` already
         else:  # any other model: a copy (made once, not per evaluation) whose layers re-initialise themselves

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .allocation import Allocation, CostModel
 from .attacks import AdversarialBatch, AttackSpec, check_inputs, perturb, restore_modes, num_classes_of
-from .core import Record, canonical
+from .core import Record, canonical, seeded
 from .models import unprunable_layers
 from .groups import ModelGroups, count_cost, torch_pruning_errors
 
@@ -47,8 +47,8 @@ def importance(criterion: str = "l2"):
 def _grad_batches(model, grad_data, grad_attack, batches: int):
     if isinstance(grad_data, AdversarialBatch):
         x, y = grad_data.x_adv, grad_data.y
-        n = max(1, len(y) // batches)
-        return [(x[i:i + n], y[i:i + n]) for i in range(0, len(y), n)][:batches]
+        k = max(1, min(batches, len(y)))  # `batches` chunks as equal as can be, every sample in one
+        return list(zip(x.tensor_split(k), y.tensor_split(k)))
     if isinstance(grad_data, (tuple, list)) and len(grad_data) == 2 and isinstance(grad_data[0], torch.Tensor):
         return [tuple(grad_data)]
     spec = AttackSpec.parse(grad_attack)
@@ -190,8 +190,7 @@ def prune(
     with restore_modes(model):
         model.eval()
         before = count_cost(model, x)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):  # the random criterion draws on the CPU
             pruner = mg.make_pruner(model, imp, ratios, steps=steps)
             for _ in range(int(steps)):
                 if crit in GRADIENT_CRITERIA: accumulate_gradients(model, imp, grad_data, grad_attack, grad_batches)

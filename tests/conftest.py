@@ -6,7 +6,8 @@ import pytest
 import torch
 
 # Two threads per process is what CI's 2-core machine has; tests never run two heavy processes at once.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# OMP_NUM_THREADS, where set, wins (`make mutate` runs two test processes side by side, one thread each).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 ROOT = Path(__file__).resolve().parent.parent
 

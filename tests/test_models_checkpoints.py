@@ -1,4 +1,5 @@
 """Architectures build and run; checkpoints are atomic, safe, and rebuild pruned models in a fresh process."""
+import copy
 import pickle
 import subprocess
 import sys
@@ -22,12 +23,18 @@ def test_every_architecture_runs_on_its_data_shape(arch, data, shape, classes):
         assert model(torch.rand(2, *shape)).shape == (2, classes)
 
 
-def test_normalisation_is_inside_the_model():
-    model = create_model("digits_resnet", seed=0).eval()
+@pytest.mark.parametrize("arch", ["digits_resnet", "resnet18", "mobilevit_xs"])
+def test_normalisation_is_inside_the_model(arch):
+    model = create_model(arch, "digits", seed=0).eval()
     x = torch.rand(3, 1, 8, 8)
     mean, std = model.normalize.mean, model.normalize.std
-    # the stem sees normalised pixels: feeding pre-normalised images to the body reproduces the output
     assert torch.allclose(model.normalize(x), (x - mean) / std)
+    # the body sees normalised pixels: the same network without its Normalize, fed pre-normalised images, agrees
+    body = copy.deepcopy(model)
+    body.normalize = torch.nn.Identity()
+    with torch.no_grad():
+        assert torch.allclose(model(x), body((x - mean) / std), atol=1e-5)
+        assert not torch.allclose(model(x), body(x), atol=1e-3), "the model's output does not depend on its normalisation"
 
 
 def test_pruned_resnet18_checkpoint_rebuilds_with_same_outputs(tmp_path):
