@@ -408,7 +408,13 @@ def test_batch_checks_name_what_was_expected_and_what_came():
              ((x[0], y), ValueError, r"^Expected images of shape \[N, C, H, W\], got \(1, 8, 8\)\.$"),
              ((x[:0], y[:0]), ValueError, r"^The batch is empty\.$"),
              ((torch.rand(2, 3, 7, 6), y, None, (1, 8, 8)), ValueError,
-              r"^The model takes images of shape \(C, H, W\) = \(1, 8, 8\) \(1 channel\(s\), 8x8 pixels\); got \(3, 7, 6\)\.$")]
+              r"^The model takes images of shape \(C, H, W\) = \(1, 8, 8\) \(1 channel\(s\), 8x8 pixels\); got \(3, 7, 6\)\.$"),
+             ((x, y[:1]), ValueError, r"^Expected 2 labels of shape \[N\], got \(1,\)\.$"),
+             ((x * float("nan"), y), ValueError, r"^The images contain NaN or infinite values\.$"),
+             ((torch.full_like(x, -0.5), y), ValueError, r"^Images must lie in \[0, 1\] \(models normalise internally\); got \[-0\.5, -0\.5\]\.$"),
+             ((torch.full_like(x, 1.25), y), ValueError, r"^Images must lie in \[0, 1\] \(models normalise internally\); got \[1\.25, 1\.25\]\.$"),
+             ((x, torch.tensor([1.0, 2.5])), ValueError, r"^Labels must be integer class indices, got torch\.float32 \(e\.g\. 1\)\.$"),
+             ((x, torch.tensor([True, False])), ValueError, r"^Labels must be integer class indices, got torch\.bool\.$")]
     for args, kind, match in cases:
         with pytest.raises(kind, match=match):
             check_batch(*args)
@@ -435,3 +441,13 @@ def test_robust_accuracy_seeds_its_attacks_with_zero_by_default():
     attacks = ["pgd:eps=0.03,steps=1"]  # one step from a random start: the seed shows in the accuracy
     zero, one = (robust_accuracy(model, loader, attacks, max_samples=64, seed=s)[0] for s in (0, 1))
     assert zero != one and robust_accuracy(model, loader, attacks, max_samples=64)[0] == zero
+
+
+def test_the_number_of_classes_comes_from_the_recorded_settings_before_the_last_linear_layer():
+    from robust_prune.attacks import num_classes_of
+    head_less = torch.nn.Sequential(torch.nn.Conv2d(1, 7, 8), torch.nn.Flatten())
+    with pytest.raises(ValueError, match=r"^Cannot tell the number of classes of this model; pass num_classes=\.$"):
+        num_classes_of(head_less)
+    head_less.arch_config = {"num_classes": 7}
+    assert num_classes_of(head_less) == 7
+    assert num_classes_of(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5), torch.nn.Linear(5, 3))) == 3

@@ -51,7 +51,7 @@ def score(module: str, equiv: dict[str, str]) -> dict:
     scored = len(res) - len(eq)
     return dict(module=module, mutants=len(res), killed=killed, survived=c["survived"] - sum(res[k] == "survived" for k in eq),
                 no_tests=c["no tests"] - sum(res[k] == "no tests" for k in eq), equivalent=len(eq),
-                not_checked=c["not checked"] + c["skipped"] + c["suspicious"] + c["segfault"],
+                not_checked=sum(v in ("not checked", "skipped", "suspicious", "segfault") for k, v in res.items() if k not in eq),
                 score=killed / scored if scored else float("nan"), target=TARGETS[module])
 
 
