@@ -247,7 +247,8 @@ def masking_checks(
     rises = lambda seq: any(b > a + slack for a, b in zip(seq, seq[1:]))  # a later value above an earlier one, beyond the slack
     steps = sorted(pgd)
     first, a_aa, a_sq = pgd[steps[0]], aa[1], square[1]
-    budgets, seq = sorted(growth), [growth[e] for e in sorted(growth)]
+    budgets = sorted(growth)
+    seq = [growth[e] for e in budgets]
     check = lambda name, passed, detail: dict(check=name, passed=bool(passed), detail=detail)
     return [
         check("PGD >= AutoAttack", first[1] >= a_aa - slack, f"{first[0]} {pct(first[1])} vs {aa[0]} {pct(a_aa)}"),

@@ -15,9 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"allocation": 0.90, "attacks": 0.90, "pruning": 0.90, "evaluation": 0.80, "mrs": 0.80}
-# mutmut's exit codes (mutmut/stats.py); a timeout counts as killed, as mutmut's own score does
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
-          -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault", None: "not checked"}
+# mutmut's own reading of a mutant's exit code ("killed", "survived", "timeout", ...; None: not checked yet)
+from mutmut.stats import status_by_exit_code as STATUS
 
 
 def equivalents(path: Path = ROOT / "tests" / "mutation_equivalent.txt") -> dict[str, str]:
@@ -40,14 +39,14 @@ def results(module: str) -> dict[str, str]:
         except json.JSONDecodeError:
             if attempt == 4: raise
             time.sleep(0.5)
-    return {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
+    return {k: STATUS[v] for k, v in codes.items()}
 
 
 def score(module: str, equiv: dict[str, str]) -> dict:
     res = results(module)
     c = Counter(res.values())
     eq = [k for k in res if k in equiv and res[k] != "killed"]
-    killed = c["killed"] + c["timeout"]
+    killed = c["killed"] + c["timeout"]  # a timeout counts as killed, as in mutmut's own score
     scored = len(res) - len(eq)
     return dict(module=module, mutants=len(res), killed=killed, survived=c["survived"] - sum(res[k] == "survived" for k in eq),
                 no_tests=c["no tests"] - sum(res[k] == "no tests" for k in eq), equivalent=len(eq),
