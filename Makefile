@@ -15,8 +15,10 @@ check-sync:
 	$(PY) tools/make_readme.py --check
 	git diff --exit-code -- robust_prune nbs || (echo "robust_prune/ or nbs/ out of sync: run nbdev_export and nbdev_clean, then commit" && exit 1)
 
+# The tutorials run in a real Jupyter kernel under pytest instead (tests/test_tutorials.py), which also checks
+# that a fresh run reproduces the numbers stored in them.
 nbtest:
-	nbdev_test --n_workers 1 --timing
+	nbdev_test --n_workers 1 --timing --skip_folder_re "^([_.]|tutorials$$)"
 
 pytest:
 	$(PY) -m pytest tests -q --durations=10

@@ -327,7 +327,7 @@ def plot(self: Allocation, other: "Allocation | None" = None):
         fig.add_trace(go.Bar(x=groups, y=[other.ratios.get(g, 0) for g in groups], name=f"{other.rule} ratio"), secondary_y=False)
     if self.scores:
         fig.add_trace(go.Scatter(x=groups, y=[self.scores.get(g) for g in groups], name="score", mode="markers+lines"), secondary_y=True)
-        fig.update_yaxes(type="log", title_text="score (log)", secondary_y=True)
+        fig.update_yaxes(type="log", title_text="score (log)", tickformat=".3~g", secondary_y=True)  # no 1.104119-style ticks
     fig.update_yaxes(title_text="pruning ratio", range=[0, 1], secondary_y=False)
     fig.update_layout(barmode="group", height=360, title=f"{self.rule}: {self.target:.0%} of {self.target_of}")
     return fig

@@ -28,8 +28,8 @@ from .models import create_model, load_checkpoint, save_checkpoint
 __all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd', 'training_loss', 'make_optimizer',
            'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
            'save_training_state', 'init_distributed', 'dist_info', 'is_main_process', 'distributed_loader',
-           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'robust_digits_model',
-           'prune_then_finetune']
+           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'shipped_dir',
+           'robust_digits_model', 'prune_then_finetune']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
 METHODS = ("trades", "pgd-at", "mart", "clean")
@@ -613,6 +613,16 @@ def cache_dir() -> Path:
     "Where trained demo models are kept: `$ROBUST_PRUNE_CACHE`, else `~/.cache/robust-prune`."
     return Path(os.environ.get("ROBUST_PRUNE_CACHE", Path.home() / ".cache" / "robust-prune")).expanduser()
 
+def _demo_settings(eps, epochs, width, size, method, seed) -> tuple[dict, str]:
+    "The demo network's settings as stored in its checkpoint, and its file name (keyed by them)."
+    settings = dict(eps=float(eps), epochs=int(epochs), width=int(width), size=int(size), method=_check_method(method), seed=int(seed), v=1)
+    return settings, f"digits_resnet-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}.pt"
+
+def shipped_dir() -> Path:
+    "The package's own trained demo networks (`tools/make_demo_model.py` writes them)."
+    import importlib.resources
+    return Path(str(importlib.resources.files("robust_prune") / "assets"))
+
 def robust_digits_model(
     eps: float = DIGITS_EPS,  # training budget (Linf, pixel units)
     epochs: int = 6,  # PGD-AT epochs
@@ -620,16 +630,16 @@ def robust_digits_model(
     size: int = 8,  # image side length (8 is the native digits size)
     method: str = "pgd-at",  # adversarial training method
     seed: int = 0,  # seed of initialisation and training
-    cache: bool = True,  # load from / save to `cache_dir()`
+    cache: bool = True,  # load the shipped network or one from `cache_dir()`, save a newly trained one there; False: train now
     progress: bool = False,  # progress bars
 ) -> nn.Module:
-    "An adversarially trained `digits_resnet` (trained once, then loaded from the cache); in eval mode."
-    settings = dict(eps=float(eps), epochs=int(epochs), width=int(width), size=int(size), method=_check_method(method), seed=int(seed), v=1)
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / f"digits_resnet-{key}.pt"
-    if cache and path.is_file():
-        try: return load_checkpoint(path)[0].eval()
-        except ValueError: pass  # an unreadable cache entry is retrained and overwritten
+    "An adversarially trained `digits_resnet` (shipped with the package for the default settings, else trained once and cached); in eval mode."
+    settings, name = _demo_settings(eps, epochs, width, size, method, seed)
+    path = cache_dir() / name
+    for known in (shipped_dir() / path.name, path) if cache else ():
+        if known.is_file():
+            try: return load_checkpoint(known)[0].eval()
+            except ValueError: pass  # an unreadable cache entry is retrained and overwritten
     dls = get_loaders("digits", batch_size=64, size=size, seed=seed)
     model = create_model("digits_resnet", dls.info, width=width, seed=seed)
     history = finetune(model, dls.train, None, method=settings["method"], attack=AttackSpec("pgd", eps, steps=5),

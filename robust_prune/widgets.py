@@ -32,7 +32,7 @@ from .evaluation import measure_latency
 from .core import patch
 
 # %% auto #0
-__all__ = ['MRS_RULES', 'SensitivityExplorer', 'AllocationEditor', 'LaunchResult', 'FineTuneLauncher']
+__all__ = ['MRS_RULES', 'use_static_images', 'SensitivityExplorer', 'AllocationEditor', 'LaunchResult', 'FineTuneLauncher']
 
 # %% ../nbs/08_widgets.ipynb #02f6f98f
 class _Widget:
@@ -45,6 +45,22 @@ class _Widget:
 def _status(html: W.HTML, text: str, kind: str = "info") -> None:
     colors = dict(info="#555", ok="#2a7", error="#c33")
     html.value = f'<span style="color:{colors[kind]}">{text}</span>'
+
+# %% ../nbs/08_widgets.ipynb #1b3d78a5
+def use_static_images(
+    width: int = 800,  # image width in pixels when a figure sets none
+    scale: float = 1.5,  # pixel density of the image (1.5: sharp on high-resolution screens)
+) -> bool:
+    "Show every later plotly figure as plotly JSON *and* a PNG (kaleido + Chrome needed); True when images are on."
+    import plotly.io as pio
+    try:
+        go.Figure().to_image(format="png", width=8, height=8)  # kaleido installed and a browser it can drive
+    except Exception:
+        return False
+    png = pio.renderers["png"]
+    png.width, png.height, png.scale = width, None, scale
+    pio.renderers.default = "plotly_mimetype+png"
+    return True
 
 # %% ../nbs/08_widgets.ipynb #d6ffa16f
 def _as_reports(reports, prefix: str) -> dict[str, MRSReport]:

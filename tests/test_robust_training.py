@@ -16,3 +16,21 @@ def test_pgd_trained_digits_model_reaches_90_percent_clean_and_nonzero_pgd_accur
     assert report.robust_acc[pgd.label] >= 0.30  # clearly non-zero: a clean-trained model scores ~15% here
     assert report.params == sum(p.numel() for p in model.parameters()) and report.macs > 0 and report.latency_ms > 0
     assert "PGD-20 (Linf, 0.1)" in str(report) and "clean" in str(report)
+
+
+def test_default_demo_network_is_the_shipped_one_and_nothing_is_trained(tmp_path, monkeypatch):
+    import robust_prune.finetune as ft
+    from robust_prune.models import read_checkpoint
+    monkeypatch.setenv("ROBUST_PRUNE_CACHE", str(tmp_path))  # an empty cache: only the package's file can answer
+    monkeypatch.setattr(ft, "finetune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    model = robust_digits_model()
+    shipped = list(ft.shipped_dir().glob("digits_resnet-*.pt"))
+    assert len(shipped) == 1 and not list(tmp_path.iterdir())
+    state = read_checkpoint(shipped[0])["state_dict"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and not model.training
+    # other settings are not shipped: they train (here refused by the patch) instead of loading the default network
+    try:
+        robust_digits_model(epochs=5)
+        raise RuntimeError("unreachable")
+    except AssertionError as e:
+        assert str(e) == "trained"

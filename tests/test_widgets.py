@@ -246,3 +246,20 @@ def test_every_number_the_widgets_show_is_the_api_answer(demo):
     bars, drawn = dict(zip(ex.fig.data[0].x, ex.fig.data[0].y)), report.plot().data[0]
     assert all(bars[g] == v for g, v in report.scores.items() if v > 0)  # the explorer's bars: the scores ...
     assert list(ex.fig.data[0].y) == list(drawn.y) and list(ex.fig.data[0].hovertext) == list(drawn.hovertext)  # ... as the report draws them
+
+
+def test_static_images_add_a_png_beside_the_interactive_figure_and_allocation_score_ticks_are_short(monkeypatch):
+    import base64
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from robust_prune.widgets import use_static_images
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)  # restored after the test
+    fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]))
+    assert "image/png" not in fig._repr_mimebundle_()
+    assert use_static_images(width=300, scale=1.0) is True  # kaleido is a development dependency; Chromium comes with `make test`
+    bundle = fig._repr_mimebundle_()
+    assert "application/vnd.plotly.v1+json" in bundle  # JupyterLab still gets the interactive figure
+    png = base64.b64decode(bundle["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 300  # width as asked
+    alloc = Allocation({"a": 0.2, "b": 0.4}, rule="per-param", target=0.3, scores={"a": 1.1, "b": 1.104119})
+    assert alloc.plot().layout.yaxis2.tickformat == ".3~g"

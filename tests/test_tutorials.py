@@ -1,0 +1,36 @@
+"""Every tutorial, run fresh in a Jupyter kernel as a student runs it, reproduces the key numbers stored in it
+(each within the tolerance the notebook states), so the prose and the stored outputs cannot drift from the code."""
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+_spec = importlib.util.spec_from_file_location("run_tutorials", Path(__file__).resolve().parents[1] / "tools" / "run_tutorials.py")
+rt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rt)
+
+
+def test_drift_reports_numbers_outside_their_tolerance_and_missing_or_new_ones():
+    stored = {"a": [0.80, 0.02], "b": [1.0, 0.1], "c": [0.5, 0.0]}
+    assert rt.drift(stored, {"a": [0.819, 0.02], "b": [1.09, 0.1], "c": [0.5, 0.0]}) == []
+    lines = rt.drift(stored, {"a": [0.83, 0.02], "b": [1.0, 0.1], "d": [1.0, 0.0]})
+    assert sorted(l.split(":")[0] for l in lines) == ["a", "c", "d"]
+    assert rt.drift({}, {"a": [1.0, 0.0]}) == ["the stored notebook prints no key numbers"]
+    assert rt.drift({"a": [0.5, 0.1]}, {"a": [float("nan"), 0.1]})  # NaN never reproduces a number
+
+
+def test_key_numbers_are_read_from_stream_outputs_only():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("stream", name="stdout", text='noise\nkey numbers: {"x": [1.5, 0.1]}\n')]),
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("execute_result", data={"text/plain": 'key numbers: {"y": [2, 0]}'})]),
+        nbformat.v4.new_markdown_cell('key numbers: {"z": [3, 0]}')])
+    assert rt.key_numbers(nb) == {"x": [1.5, 0.1]}
+
+
+@pytest.mark.parametrize("path", rt.tutorials(), ids=lambda p: p.stem)
+def test_fresh_run_of_tutorial_reproduces_its_stored_key_numbers(path):
+    stored = rt.key_numbers(nbformat.read(path, as_version=4))
+    assert stored, f"{path.name} stores no key numbers"
+    fresh = rt.key_numbers(rt.execute(path))  # raises CellExecutionError when a cell fails
+    assert rt.drift(stored, fresh) == []
