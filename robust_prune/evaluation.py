@@ -19,8 +19,8 @@ from .finetune import distributed_accuracy
 from .models import input_shape_of  # the one place that knows a model's input shape
 
 # %% auto #0
-__all__ = ['count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports', 'format_table', 'evaluate',
-           'default_attacks', 'SanityReport', 'sanity_checks', 'masking_checks']
+__all__ = ['count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports', 'format_count', 'format_table',
+           'evaluate', 'default_attacks', 'SanityReport', 'sanity_checks', 'masking_checks']
 
 # %% ../nbs/07_evaluation.ipynb #6fbb6eb2
 def count_params(model: nn.Module) -> int:
@@ -110,7 +110,8 @@ def compare_reports(reports: Iterable[RobustnessReport]):
     import pandas as pd
     return pd.DataFrame([r.row() for r in reports]).set_index("model")
 
-def _human(n: float | None, unit: str = "") -> str:
+def format_count(n: float | None, unit: str = "") -> str:
+    "A count with a k / M / G suffix and two decimals (174970 -> '174.97 k'), as the report tables print it; '-' for None."
     if n is None: return "-"
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= scale: return f"{n / scale:.2f} {suffix}{unit}"
@@ -121,7 +122,7 @@ def format_table(reports: Sequence[RobustnessReport], markdown: bool = False) ->
     reports = list(reports)
     acc_cols = list(dict.fromkeys(k for r in reports for k in r.robust_acc))
     head = ["model", "params", "MACs", "latency", "clean"] + acc_cols
-    rows = [[r.name, _human(r.params), _human(r.macs), f"{r.latency_ms:.2f} ms" if r.latency_ms is not None else "-",
+    rows = [[r.name, format_count(r.params), format_count(r.macs), f"{r.latency_ms:.2f} ms" if r.latency_ms is not None else "-",
              f"{100 * r.clean_acc:.2f}%"] + [f"{100 * r.robust_acc[c]:.2f}%" if c in r.robust_acc else "-" for c in acc_cols]
             for r in reports]
     if markdown:

@@ -26,7 +26,7 @@ from .mrs import MRSReport
 from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .pruning import CRITERIA, GRADIENT_CRITERIA, PruneReport, prune
 from .finetune import METHODS, OPTIMIZERS, Callback, FineTuneRun, History, finetune, prune_then_finetune
-from .evaluation import _human
+from .evaluation import format_count
 from .evaluation import measure_latency
 
 from .core import patch
@@ -263,7 +263,7 @@ def _show(self: AllocationEditor, a: Allocation) -> None:
     if self.dense_ms is not None:
         lat = f" · latency ≈ {self.dense_ms * counts['macs'] / m0:.3g} ms <i>(est.: dense {self.dense_ms:.3g} ms × MAC share)</i>"
     self.readout.value = (f"params <b class='rp-params'>{int(round(counts['params'])):,}</b> of {int(p0):,} "
-                          f"(−{1 - counts['params'] / p0:.1%}) · MACs <b>{_human(counts['macs'])}</b> of {_human(m0)} "
+                          f"(−{1 - counts['params'] / p0:.1%}) · MACs <b>{format_count(counts['macs'])}</b> of {format_count(m0)} "
                           f"(−{1 - counts['macs'] / m0:.1%}){lat}<br>removes {cm.removed_fraction(a.ratios, 'params'):.1%} "
                           f"of the prunable parameters and {cm.removed_fraction(a.ratios, 'macs'):.1%} of the prunable MACs "
                           f"· rule <b>{a.rule}</b>" + (f" · locked: {', '.join(a.locked)}" if a.locked else ""))

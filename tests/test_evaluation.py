@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from robust_prune.attacks import AttackSpec, accuracy, perturb, robust_accuracy
 from robust_prune.data import get_dataset, get_loaders
-from robust_prune.evaluation import (RobustnessReport, SanityReport, _human, compare_reports, count_macs, count_params,
+from robust_prune.evaluation import (RobustnessReport, SanityReport, format_count, compare_reports, count_macs, count_params,
                                      default_attacks, evaluate, format_table, masking_checks, measure_latency, sanity_checks)
 from robust_prune.models import create_model
 
@@ -59,9 +59,9 @@ def test_latency_refuses_a_device_the_model_is_not_on():
 
 
 def test_human_numbers():
-    assert [_human(None), _human(12), _human(2500), _human(1e6), _human(1.5e9, "B"), _human(-2000)] == \
+    assert [format_count(None), format_count(12), format_count(2500), format_count(1e6), format_count(1.5e9, "B"), format_count(-2000)] == \
         ["-", "12", "2.50 k", "1.00 M", "1.50 GB", "-2.00 k"]
-    assert [_human(999), _human(1000), _human(1e9), _human(0.5, " ms")] == ["999", "1.00 k", "1.00 G", "0.5 ms"]
+    assert [format_count(999), format_count(1000), format_count(1e9), format_count(0.5, " ms")] == ["999", "1.00 k", "1.00 G", "0.5 ms"]
 
 
 def two_reports():

@@ -34,3 +34,16 @@ def test_fresh_run_of_tutorial_reproduces_its_stored_key_numbers(path):
     assert stored, f"{path.name} stores no key numbers"
     fresh = rt.key_numbers(rt.execute(path))  # raises CellExecutionError when a cell fails
     assert rt.drift(stored, fresh) == []
+
+
+@pytest.mark.parametrize("path", rt.tutorials(), ids=lambda p: p.stem)
+def test_stored_tutorial_shows_every_figure_without_a_kernel_and_keeps_its_checks_hidden(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert all("image/png" in o["data"] for o in figures), "a plotly figure stored without its image (run with kaleido and Chromium)"
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert all(c.source.startswith("#| hide") for c in code if "\nassert " in "\n" + c.source), "a visible assert cell"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "**The question.**" in text and "**Back to the question.**" in text and "## What you learned" in text

@@ -13,7 +13,7 @@ from robust_prune.attacks import AttackSpec, adversarial_batch
 from robust_prune.data import get_loaders
 from robust_prune.finetune import DIGITS_EPS, robust_digits_model
 from robust_prune.models import read_checkpoint
-from robust_prune.evaluation import _human
+from robust_prune.evaluation import format_count
 from robust_prune.mrs import compute_mrs
 from robust_prune.widgets import AllocationEditor, FineTuneLauncher, SensitivityExplorer
 
@@ -237,7 +237,7 @@ def test_every_number_the_widgets_show_is_the_api_answer(demo):
     kept = cm.kept(api.ratios)
     assert all(ed.kept_labels[g].value == f"{kept[g]}/{cm.channels[g]} ch" for g in cm.groups)  # the channel counts
     counts = cm.count(api.ratios)
-    for shown in (f"{int(round(counts['params'])):,}", _human(counts["macs"]), f"{cm.removed_fraction(api.ratios, 'params'):.1%}",
+    for shown in (f"{int(round(counts['params'])):,}", format_count(counts["macs"]), f"{cm.removed_fraction(api.ratios, 'params'):.1%}",
                   f"{cm.removed_fraction(api.ratios, 'macs'):.1%}"):
         assert shown in ed.readout.value, shown  # the read-out
     lo, hi = cm.bounds(api.r_min, api.r_max)
