@@ -284,3 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:  # training diverged: the run failed, nothing was saved from it
         print(f"robust-prune {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit code for SIGINT, no traceback
+        print(f"robust-prune {args.command}: interrupted", file=sys.stderr)
+        return 130

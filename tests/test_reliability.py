@@ -167,3 +167,26 @@ def test_cuda_nan_loss_is_found_on_the_device_and_the_last_good_checkpoint_kept(
         finetune(model, _digits(), epochs=4, callbacks=[bad], checkpoint_dir=tmp_path, **{**_KW, "method": "trades",
                                                                                            "attack": "pgd:eps=0.1,steps=2"})
     _assert_last_good_checkpoint_kept(tmp_path / "last.pt", {k: v.cpu() for k, v in bad.state.items()}, epochs=2)
+
+
+@pytest.mark.skipif(EXE is None, reason="the robust-prune console script is not installed (pip install -e .)")
+def test_cli_ctrl_c_during_training_ends_with_one_line_exit_130_and_no_traceback(tmp_path):
+    import signal
+    import threading
+    import time
+    out = tmp_path / "m.pt"
+    proc = subprocess.Popen([EXE, "train", "--epochs", "50", "--method", "pgd-at", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = bytearray()
+    reader = threading.Thread(target=lambda: [err.extend(b) for b in iter(lambda: proc.stderr.read1(4096), b"")], daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while b"epoch 1/50" not in err and time.time() < deadline and proc.poll() is None: time.sleep(0.1)
+    assert b"epoch 1/50" in err, "training never started"  # Ctrl-C lands inside the training loop, not at import
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=60)
+    reader.join(timeout=10)
+    text = err.decode()
+    lines = [l for l in text.replace("\r", "\n").splitlines() if l.strip() and not l.startswith("epoch ")]
+    assert rc == 130 and lines == ["robust-prune train: interrupted"], text[-2000:]
+    assert "Traceback" not in text and not out.exists()
