@@ -36,7 +36,7 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     p.add_argument("--dataset", default=S, help="data set: digits (embedded, default), cifar10, cifar100, svhn, tiny-imagenet")
     p.add_argument("--arch", default=S, help="architecture of a model trained here: digits_resnet (default), resnet18, resnet50, vgg16_bn, mobilevit_xs, "
                    "or any classifier as torchvision:NAME, timm:NAME, module:function (with --size for its input)")
-    p.add_argument("--checkpoint", default=S, help="the trained model to prune (default on digits: the demo's robust model, trained on first use)")
+    p.add_argument("--checkpoint", default=S, help="the trained model to prune (default on digits: the demo's robust model, shipped with the package)")
     p.add_argument("--train-epochs", type=int, default=S, help="with no --checkpoint: train --arch here first, adversarially, for this many epochs")
     p.add_argument("--allow-import", action="store_true", default=S, help="let an --arch (or a checkpoint's architecture) given as "
                    "module:function import that module and call the function; only for code you trust")
@@ -57,13 +57,8 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 # %% ../nbs/10_cli.ipynb #55d837a5
-def build_parser() -> argparse.ArgumentParser:
-    "The argument parser of the `robust-prune` command."
-    parser = argparse.ArgumentParser(
-        prog="robust-prune",
-        description="Robustness-aware structured pruning (MRPF). Every command runs on the embedded digits data by default.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _train_parser(sub) -> None:
+    "The `train` command's options."
     t = sub.add_parser("train", help="train a model adversarially from scratch and save a checkpoint",
                        description="Train ARCH on DATASET with an adversarial loss and save the result as a checkpoint.")
     _common(t)
@@ -75,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1, one-cycle schedule)")
     t.add_argument("--out", default="runs/model.pt", help="checkpoint file to write (default runs/model.pt)")
 
+def _evaluate_parser(sub) -> None:
+    "The `evaluate` command's options."
     e = sub.add_parser("evaluate", help="clean and robust accuracy, params, MACs and latency of a checkpoint",
-                       description="Evaluate a checkpoint (default: the demo's robust digits model, trained on first use) "
+                       description="Evaluate a checkpoint (default: the demo's robust digits model, shipped with the package) "
                                    "under one or more attacks.")
     _common(e)
     e.add_argument("--checkpoint", default=None, help="checkpoint written by robust-prune (default: the demo digits model)")
@@ -89,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "white-box, accuracy -> 0 as eps grows, more PGD steps never help) on the first 256 test images (or "
                    "--max-samples) at the budget of the first --attack (default: the data set's eps); failed checks are flagged")
 
+def _run_parser(sub) -> None:
+    "The `run` command's options."
     r = sub.add_parser("run", help="prune a model with MRPF and compare it with uniform pruning at the same budget (default: digits demo)",
                        description="Run MRPF end to end: fixed adversarial batch -> Module Robustness Sensitivity -> per-group "
                                    "pruning ratios -> structured pruning -> adversarial fine-tuning -> evaluation. Every "
@@ -111,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-samples", type=int, default=SUPPRESS, help="evaluate on at most this many test samples")
     r.add_argument("--out", dest="output_dir", default=SUPPRESS, help="folder for the artefacts (default runs/mrpf)")
 
+def _mrs_parser(sub) -> None:
+    "The `mrs` command's options."
     m = sub.add_parser("mrs", help="Module Robustness Sensitivity of every prunable group of a model",
                        description="Score every prunable group (torch-pruning dependency group) of a model by how much its "
                                    "weights matter for the loss on a fixed batch of adversarial examples. Prints a table; "
@@ -119,7 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--per-layer", action="store_true", help="score single layers instead of dependency groups")
     m.add_argument("--json", default=None, help="write the MRSReport to this JSON file")
     m.add_argument("--html", default=None, help="write the bar chart (plotly, log axis) to this HTML file")
+
+def build_parser() -> argparse.ArgumentParser:
+    "The argument parser of the `robust-prune` command."
+    parser = argparse.ArgumentParser(
+        prog="robust-prune",
+        description="Robustness-aware structured pruning (MRPF). Every command runs on the embedded digits data by default.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_train_parser, _evaluate_parser, _run_parser, _mrs_parser): add(sub)
     return parser
+
 
 # %% ../nbs/10_cli.ipynb #8c03e47b
 def _device(name: str | None):
