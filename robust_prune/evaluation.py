@@ -117,13 +117,23 @@ def format_count(n: float | None, unit: str = "") -> str:
         if abs(n) >= scale: return f"{n / scale:.2f} {suffix}{unit}"
     return f"{n:g}{unit}"
 
-def format_table(reports: Sequence[RobustnessReport], markdown: bool = False) -> str:
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+def format_table(
+    reports: Sequence[RobustnessReport],
+    markdown: bool = False,  # a markdown table instead of aligned text
+    relative_to: RobustnessReport | None = None,  # also show params, MACs and latency as multiples of this report's
+) -> str:
     "Reports as a text (or markdown) table: params, MACs, latency and accuracies in percent."
     reports = list(reports)
     acc_cols = list(dict.fromkeys(k for r in reports for k in r.robust_acc))
-    head = ["model", "params", "MACs", "latency", "clean"] + acc_cols
-    rows = [[r.name, format_count(r.params), format_count(r.macs), f"{r.latency_ms:.2f} ms" if r.latency_ms is not None else "-",
-             f"{100 * r.clean_acc:.2f}%"] + [f"{100 * r.robust_acc[c]:.2f}%" if c in r.robust_acc else "-" for c in acc_cols]
+    base = relative_to
+    rel_cols = [f"{k} / {base.name}" for k in ("params", "MACs", "latency")] if base is not None else []
+    head = ["model", "params", "MACs", "latency"] + rel_cols + ["clean"] + acc_cols
+    rows = [[r.name, format_count(r.params), format_count(r.macs), f"{r.latency_ms:.2f} ms" if r.latency_ms is not None else "-"]
+            + ([_ratio(r.params, base.params), _ratio(r.macs, base.macs), _ratio(r.latency_ms, base.latency_ms)] if base is not None else [])
+            + [f"{100 * r.clean_acc:.2f}%"] + [f"{100 * r.robust_acc[c]:.2f}%" if c in r.robust_acc else "-" for c in acc_cols]
             for r in reports]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]

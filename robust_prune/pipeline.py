@@ -19,7 +19,7 @@ from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocat
 from .attacks import AttackSpec, adversarial_batch
 from .core import Record, atomic_write, canonical, patch, pick_device, provenance, read_json
 from .data import dataset_info, get_loaders
-from .evaluation import RobustnessReport, default_attacks, evaluate, format_table
+from .evaluation import RobustnessReport, default_attacks, evaluate, format_count, format_table
 from .finetune import History, finetune, prune_then_finetune, robust_digits_model, _check_method
 from .models import ARCHITECTURES, _arch_key, create_model, imports_code, load_checkpoint, save_checkpoint
 from .mrs import METHODS as MRS_METHODS, MRSReport, compute_mrs
@@ -207,8 +207,23 @@ class MRPFResult:
     provenance: dict = field(default_factory=dict)  # package versions, source commit, device, seed (`core.provenance`)
 
     def table(self, markdown: bool = False) -> str:
-        "Dense and every pruned model in one table."
-        return format_table([self.dense, *self.reports.values()], markdown=markdown)
+        "Dense and every pruned model in one table (costs also relative to `uniform` when it ran), and the cost note."
+        text = format_table([self.dense, *self.reports.values()], markdown=markdown, relative_to=self.reports.get("uniform"))
+        note = self.cost_note()
+        return text + (f"\n\n{note}" if note else "")
+
+    def cost_note(self) -> str:
+        "One line when the pruned models differ by more than 5% in the cost the budget did not match; '' otherwise."
+        matched = self.config.target_of
+        other, flag = ("MACs", "macs") if matched == "params" else ("parameters", "params")
+        cost = {k: (r.macs if flag == "macs" else r.params) for k, r in self.reports.items()}
+        cost = {k: v for k, v in cost.items() if v}
+        if len(cost) < 2: return ""
+        lo, hi = min(cost, key=cost.get), max(cost, key=cost.get)
+        if cost[hi] <= 1.05 * cost[lo]: return ""
+        return (f"Note: the budget matched {matched}, not {other}: '{hi}' keeps {cost[hi] / cost[lo]:.2f}x the {other} of "
+                f"'{lo}' ({format_count(cost[hi])} against {format_count(cost[lo])}). Compare at equal {other} as well "
+                f"(--target-of {flag}, target_of='{flag}').")
 
     def __repr__(self) -> str:
         return (f"MRPF on {self.config.dataset}/{self.config.arch}, {self.config.sparsity:.0%} of prunable {self.config.target_of} removed, "

@@ -86,6 +86,19 @@ def test_table_has_one_column_per_attack_and_a_dash_where_a_report_has_none():
                                                   "pruned     600     -        -  87.50%  25.00%  12.50%"]  # headers set the width
 
 
+def test_table_relative_to_a_report_shows_params_macs_and_latency_as_multiples_of_it():
+    a, b = two_reports()
+    base = RobustnessReport("uniform", 100, 0.8, {"PGD": 0.4}, params=400, macs=1_000_000, latency_ms=0.5)
+    lines = format_table([a, base, b], relative_to=base).splitlines()
+    assert lines[0].split() == ["model", "params", "MACs", "latency", "params", "/", "uniform", "MACs", "/", "uniform",
+                                "latency", "/", "uniform", "clean", "PGD", "AA"]
+    ratios = lambda line: [t for t in line.split() if t.endswith("x") or t == "-"][:3]
+    assert ratios(lines[2]) == ["3.00x", "3.00x", "2.47x"] and ratios(lines[3]) == ["1.00x", "1.00x", "1.00x"]
+    assert lines[4].split()[:8] == ["pruned", "600", "-", "-", "1.50x", "-", "-", "87.50%"]  # a missing cost is a dash, not a crash
+    md = format_table([b], markdown=True, relative_to=base).splitlines()
+    assert md[0] == "| model | params | MACs | latency | params / uniform | MACs / uniform | latency / uniform | clean | PGD | AA |"
+
+
 def test_rows_and_frames_carry_every_number():
     a, b = two_reports()
     assert a.row() == dict(model="dense", params=1200, macs=3_000_000, latency_ms=1.234, n=100, clean=0.9, PGD=0.5)

@@ -78,3 +78,24 @@ def test_run_without_arguments_prints_dense_uniform_mrpf_table_and_writes_artefa
     from robust_prune.models import load_checkpoint
     _, meta = load_checkpoint(folder / "pruned_mrpf_per-param.pt")
     assert meta["provenance"]["torch"] == prov["torch"] and meta["provenance"]["device"] == "cpu"
+
+
+def _result(target_of="params", macs=(507_616, 932_000), params=(52_325, 52_612)):
+    from robust_prune.evaluation import RobustnessReport
+    from robust_prune.pipeline import MRPFResult
+    R = lambda name, p, m: RobustnessReport(name, 450, 0.97, {"PGD-20": 0.7}, p, m, 0.5)
+    return MRPFResult(MRPFConfig(target_of=target_of), R("dense", 174_970, 1_666_442), None,
+                      reports={"uniform": R("uniform", params[0], macs[0]), "MRPF (per-param)": R("MRPF (per-param)", params[1], macs[1])})
+
+
+def test_table_says_when_the_compared_models_differ_by_more_than_5_percent_in_the_unmatched_cost():
+    res = _result()
+    note = res.cost_note()
+    assert note.startswith("Note: the budget matched params, not MACs: 'MRPF (per-param)' keeps 1.84x the MACs of 'uniform'")
+    assert "--target-of macs" in note and res.table().endswith(note) and "MACs / uniform" in res.table()
+    assert _result(macs=(507_616, 532_000)).cost_note() == ""  # 4.8% apart: no note
+    assert _result(macs=(507_616, 533_500)).cost_note() != ""  # 5.1% apart
+    # matched on MACs, the parameters are the unmatched cost
+    on_macs = _result("macs", macs=(500_000, 501_000), params=(52_000, 44_000)).cost_note()
+    assert on_macs.startswith("Note: the budget matched macs, not parameters: 'uniform' keeps 1.18x the parameters") and "--target-of params" in on_macs
+    assert "Note:" not in _result(macs=(500_000, 500_000)).table()
