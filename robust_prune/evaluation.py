@@ -19,8 +19,9 @@ from .finetune import distributed_accuracy
 from .models import input_shape_of  # the one place that knows a model's input shape
 
 # %% auto #0
-__all__ = ['count_params', 'count_macs', 'measure_latency', 'RobustnessReport', 'compare_reports', 'format_count', 'format_table',
-           'evaluate', 'default_attacks', 'SanityReport', 'sanity_checks', 'masking_checks']
+__all__ = ['count_params', 'count_macs', 'measure_latency', 'measure_latencies', 'RobustnessReport', 'compare_reports',
+           'format_count', 'format_table', 'evaluate', 'default_attacks', 'SanityReport', 'sanity_checks',
+           'masking_checks']
 
 # %% ../nbs/07_evaluation.ipynb #6fbb6eb2
 def count_params(model: nn.Module) -> int:
@@ -67,6 +68,46 @@ def measure_latency(
             if i >= warmup: times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times)
 
+# %% ../nbs/07_evaluation.ipynb #36e5964a
+@torch.no_grad()
+def measure_latencies(
+    models: Mapping[str, nn.Module],  # the networks to compare, by name, all on one device
+    input_shape: Sequence[int] | None = None,  # (C, H, W); default each model's recorded shape
+    batch_size: int = 1,  # images per forward pass
+    rounds: int = 30,  # timed rounds; each times every model once
+    warmup: int = 5,  # untimed rounds first
+    device: str | torch.device | None = None,  # where to time them (default: the first model's device)
+) -> dict[str, tuple[float, float]]:
+    "{name: (median, interquartile range)} of one forward pass in milliseconds, the models timed in turns (eval mode)."
+    import contextlib
+    from robust_prune.attacks import restore_modes
+    if rounds < 1 or warmup < 0 or batch_size < 1: raise ValueError("Need rounds >= 1, warmup >= 0 and batch_size >= 1.")
+    if not models: raise ValueError("No model to time.")
+    names = list(models)
+    dev = torch.device(device) if device is not None else next(models[names[0]].parameters()).device
+    for n in names:
+        here = next(models[n].parameters()).device
+        if here != dev: raise ValueError(f"Model {n!r} is on {here}, not on {dev}; move it first.")
+    xs = {n: torch.rand(batch_size, *input_shape_of(models[n], input_shape), device=dev) for n in names}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times = {n: [] for n in names}
+    with contextlib.ExitStack() as stack:
+        for n in names:
+            stack.enter_context(restore_modes(models[n]))
+            models[n].eval()
+        for i in range(warmup + rounds):
+            k = i % len(names)
+            for n in names[k:] + names[:k]:
+                sync(); t0 = time.perf_counter()
+                models[n](xs[n])
+                sync()
+                if i >= warmup: times[n].append(time.perf_counter() - t0)
+    def spread(v):
+        if len(v) < 2: return 0.0
+        q1, _, q3 = statistics.quantiles(v, n=4)
+        return q3 - q1
+    return {n: (1000 * statistics.median(v), 1000 * spread(v)) for n, v in times.items()}
+
 # %% ../nbs/07_evaluation.ipynb #e6caaa13
 @dataclass
 class RobustnessReport(Record):
@@ -81,6 +122,7 @@ class RobustnessReport(Record):
     latency_batch: int = 1  # batch size of the latency measurement
     device: str = "cpu"  # where the latency was measured
     attacks: list[dict] = field(default_factory=list)  # the `AttackSpec`s, as dicts
+    latency_iqr_ms: float | None = None  # interquartile range of the latency, when timed in turns with other models (`measure_latencies`)
 
     def row(self) -> dict:
         "One flat row: name, params, MACs, latency and one column per accuracy."
@@ -117,6 +159,10 @@ def format_count(n: float | None, unit: str = "") -> str:
         if abs(n) >= scale: return f"{n / scale:.2f} {suffix}{unit}"
     return f"{n:g}{unit}"
 
+def _latency(r: RobustnessReport) -> str:
+    if r.latency_ms is None: return "-"
+    return f"{r.latency_ms:.2f} ms" + (f" (IQR {r.latency_iqr_ms:.2f})" if r.latency_iqr_ms is not None else "")
+
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "-"
 
@@ -131,7 +177,7 @@ def format_table(
     base = relative_to
     rel_cols = [f"{k} / {base.name}" for k in ("params", "MACs", "latency")] if base is not None else []
     head = ["model", "params", "MACs", "latency"] + rel_cols + ["clean"] + acc_cols
-    rows = [[r.name, format_count(r.params), format_count(r.macs), f"{r.latency_ms:.2f} ms" if r.latency_ms is not None else "-"]
+    rows = [[r.name, format_count(r.params), format_count(r.macs), _latency(r)]
             + ([_ratio(r.params, base.params), _ratio(r.macs, base.macs), _ratio(r.latency_ms, base.latency_ms)] if base is not None else [])
             + [f"{100 * r.clean_acc:.2f}%"] + [f"{100 * r.robust_acc[c]:.2f}%" if c in r.robust_acc else "-" for c in acc_cols]
             for r in reports]

@@ -19,7 +19,7 @@ from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocat
 from .attacks import AttackSpec, adversarial_batch
 from .core import Record, atomic_write, canonical, patch, pick_device, provenance, read_json
 from .data import dataset_info, get_loaders
-from .evaluation import RobustnessReport, default_attacks, evaluate, format_count, format_table
+from .evaluation import RobustnessReport, default_attacks, evaluate, format_count, format_table, measure_latencies
 from .finetune import History, finetune, prune_then_finetune, robust_digits_model, _check_method
 from .models import ARCHITECTURES, _arch_key, create_model, imports_code, load_checkpoint, save_checkpoint
 from .mrs import METHODS as MRS_METHODS, MRSReport, compute_mrs
@@ -318,6 +318,9 @@ def compare(
         result.allocations[label], result.pruning[label], result.histories[label] = alloc, prep, hist
         result.reports[label] = evaluate(pruned, dls.test, ev, name=label, max_samples=config.eval_samples, progress=config.progress)
         models[label] = pruned
+    if dense.latency_ms is not None:  # every model timed again in turns, so machine load cannot favour one of them
+        lat = measure_latencies({"dense": model, **models}, batch_size=dense.latency_batch)
+        for r, (median, iqr) in zip([dense, *result.reports.values()], lat.values()): r.latency_ms, r.latency_iqr_ms = median, iqr
     result.seconds = time.time() - t0
     if write: _write_artifacts(out, result, models)
     return result

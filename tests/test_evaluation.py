@@ -293,3 +293,23 @@ def test_gradient_masking_checks_run_on_a_single_image(linear):
     model, x, y = linear
     rep = sanity_checks(model, x[:1], y[:1], 0.5, norm="L2", attack="apgd-ce+apgd-t:steps=1", pgd_steps=(1,), square_queries=5)
     assert rep.n_samples == 1 and rep.slack == 1 and "PGD-20 (L2, 8)" in rep.accuracies
+
+
+def test_measure_latencies_times_models_in_rotating_turns_and_restores_their_modes():
+    from robust_prune.evaluation import measure_latencies
+    nets = {k: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)) for k in "ABC"}
+    calls = []
+    for k, m in nets.items():
+        m.register_forward_pre_hook(lambda mod, args, k=k: calls.append((k, mod.training)))
+        m.train()
+    lat = measure_latencies(nets, input_shape=(1, 8, 8), rounds=2, warmup=1)
+    assert [k for k, _ in calls] == list("ABC" "BCA" "CAB")  # every round each model once, the order rotated
+    assert not any(training for _, training in calls) and all(m.training for m in nets.values())  # eval while timed, restored after
+    assert list(lat) == list("ABC") and all(med > 0 and iqr >= 0 for med, iqr in lat.values())
+    with pytest.raises(ValueError, match="No model to time"): measure_latencies({})
+    with pytest.raises(ValueError, match="rounds >= 1"): measure_latencies(nets, input_shape=(1, 8, 8), rounds=0)
+
+
+def test_table_shows_the_latency_spread_when_it_was_measured():
+    r = RobustnessReport("m", 10, 0.5, {}, params=10, macs=20, latency_ms=1.5, latency_iqr_ms=0.25)
+    assert "1.50 ms (IQR 0.25)" in format_table([r]) and RobustnessReport.from_dict(r.to_dict()) == r

@@ -64,6 +64,8 @@ def test_run_without_arguments_prints_dense_uniform_mrpf_table_and_writes_artefa
     assert pu < 0.5 * dense["params"] and abs(pu - pm) / dense["params"] < 0.01
     for r in pruned.values():
         assert r["clean_acc"] > 0.8 and min(r["robust_acc"].values()) > 0.3
+    # dense and pruned models were timed again in turns: each latency has its spread
+    assert all(r["latency_ms"] > 0 and r["latency_iqr_ms"] is not None for r in [dense, *pruned.values()])
     for name in ("config.json", "mrs_report.json", "mrs.html", "report.md", "accuracy.html",
                  "allocation_uniform.json", "pruned_uniform.pt", "history_uniform.json", "pruned_mrpf_per-param.pt"):
         assert (folder / name).is_file(), name
