@@ -175,17 +175,23 @@ def test_cli_ctrl_c_during_training_ends_with_one_line_exit_130_and_no_traceback
     import threading
     import time
     out = tmp_path / "m.pt"
+    # a terminal's Ctrl-C: SIGINT at its default disposition in the child (a shell's background job, as CI may run
+    # this in, ignores SIGINT, and Python then rightly leaves it ignored)
     proc = subprocess.Popen([EXE, "train", "--epochs", "50", "--method", "pgd-at", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = bytearray()
-    reader = threading.Thread(target=lambda: [err.extend(b) for b in iter(lambda: proc.stderr.read1(4096), b"")], daemon=True)
-    reader.start()
-    deadline = time.time() + 120
-    while b"epoch 1/50" not in err and time.time() < deadline and proc.poll() is None: time.sleep(0.1)
-    assert b"epoch 1/50" in err, "training never started"  # Ctrl-C lands inside the training loop, not at import
-    proc.send_signal(signal.SIGINT)
-    rc = proc.wait(timeout=60)
-    reader.join(timeout=10)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        err = bytearray()
+        reader = threading.Thread(target=lambda: [err.extend(b) for b in iter(lambda: proc.stderr.read1(4096), b"")], daemon=True)
+        reader.start()
+        deadline = time.time() + 120
+        while b"epoch 1/50" not in err and time.time() < deadline and proc.poll() is None: time.sleep(0.1)
+        assert b"epoch 1/50" in err, "training never started"  # Ctrl-C lands inside the training loop, not at import
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None: proc.kill()  # never leave a 50-epoch run behind
     text = err.decode()
     lines = [l for l in text.replace("\r", "\n").splitlines() if l.strip() and not l.startswith("epoch ")]
     assert rc == 130 and lines == ["robust-prune train: interrupted"], text[-2000:]
