@@ -19,7 +19,7 @@ from .finetune import distributed_accuracy
 from .models import input_shape_of  # the one place that knows a model's input shape
 
 # %% auto #0
-__all__ = ['count_params', 'count_macs', 'measure_latency', 'measure_latencies', 'RobustnessReport', 'compare_reports',
+__all__ = ['count_params', 'count_macs', 'measure_latencies', 'measure_latency', 'RobustnessReport', 'compare_reports',
            'format_count', 'format_table', 'evaluate', 'default_attacks', 'SanityReport', 'sanity_checks',
            'masking_checks']
 
@@ -41,34 +41,6 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] | None = None) -> in
     return int(macs)
 
 # %% ../nbs/07_evaluation.ipynb #b315b880
-@torch.no_grad()
-def measure_latency(
-    model: nn.Module,  # the network to time
-    input_shape: Sequence[int] | None = None,  # (C, H, W); default from `model.arch_config`
-    batch_size: int = 1,  # images per forward pass
-    repeats: int = 30,  # timed forward passes
-    warmup: int = 5,  # untimed passes first
-    device: str | torch.device | None = None,  # where to time it (default: the model's device)
-) -> float:
-    "Median wall time of one forward pass, in milliseconds (eval mode; CUDA is synchronised around each pass)."
-    from robust_prune.attacks import restore_modes
-    if repeats < 1 or warmup < 0 or batch_size < 1: raise ValueError("Need repeats >= 1, warmup >= 0 and batch_size >= 1.")
-    shape = input_shape_of(model, input_shape)
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    if dev != next(model.parameters()).device: raise ValueError(f"The model is on {next(model.parameters()).device}, not on {dev}; move it first.")
-    x = torch.rand(batch_size, *shape, device=dev)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times = []
-    with restore_modes(model):
-        model.eval()
-        for i in range(warmup + repeats):
-            sync(); t0 = time.perf_counter()
-            model(x)
-            sync()
-            if i >= warmup: times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
-
-# %% ../nbs/07_evaluation.ipynb #36e5964a
 @torch.no_grad()
 def measure_latencies(
     models: Mapping[str, nn.Module],  # the networks to compare, by name, all on one device
@@ -107,6 +79,19 @@ def measure_latencies(
         q1, _, q3 = statistics.quantiles(v, n=4)
         return q3 - q1
     return {n: (1000 * statistics.median(v), 1000 * spread(v)) for n, v in times.items()}
+
+def measure_latency(
+    model: nn.Module,  # the network to time
+    input_shape: Sequence[int] | None = None,  # (C, H, W); default from `model.arch_config`
+    batch_size: int = 1,  # images per forward pass
+    repeats: int = 30,  # timed forward passes
+    warmup: int = 5,  # untimed passes first
+    device: str | torch.device | None = None,  # where to time it (default: the model's device)
+) -> float:
+    "Median wall time of one forward pass, in milliseconds (eval mode; CUDA is synchronised around each pass)."
+    if repeats < 1 or warmup < 0 or batch_size < 1: raise ValueError("Need repeats >= 1, warmup >= 0 and batch_size >= 1.")
+    return measure_latencies({"model": model}, input_shape, batch_size, repeats, warmup, device)["model"][0]
+
 
 # %% ../nbs/07_evaluation.ipynb #e6caaa13
 @dataclass

@@ -302,7 +302,7 @@ def compare(
     model = model if model is not None else load_model(config)
     dls = load_data(config, model.arch_config["input_shape"])
     mrs_attack, _, ev = config.attacks()
-    dense = evaluate(model, dls.test, ev, name="dense", max_samples=config.eval_samples, progress=config.progress)
+    dense = evaluate(model, dls.test, ev, name="dense", max_samples=config.eval_samples, latency=False, progress=config.progress)
     needs_scores = any(isinstance(a, str) and not a.endswith(".json") and (a == "mrs" or canonical(a) in SENSITIVITY_RULES) for a in allocations)
     batch = adversarial_batch(model, dls.test.dataset, mrs_attack, n=config.mrs_samples, seed=config.seed)
     if report is None and needs_scores:
@@ -316,11 +316,12 @@ def compare(
         label = _label(name, alloc)
         pruned, prep, hist = prune_and_finetune(model, alloc, config, dls, batch)
         result.allocations[label], result.pruning[label], result.histories[label] = alloc, prep, hist
-        result.reports[label] = evaluate(pruned, dls.test, ev, name=label, max_samples=config.eval_samples, progress=config.progress)
+        result.reports[label] = evaluate(pruned, dls.test, ev, name=label, max_samples=config.eval_samples, latency=False,
+                                         progress=config.progress)
         models[label] = pruned
-    if dense.latency_ms is not None:  # every model timed again in turns, so machine load cannot favour one of them
-        lat = measure_latencies({"dense": model, **models}, batch_size=dense.latency_batch)
-        for r, (median, iqr) in zip([dense, *result.reports.values()], lat.values()): r.latency_ms, r.latency_iqr_ms = median, iqr
+    # latency: all models timed once, in turns, so machine load cannot favour one of them
+    lat = measure_latencies({"dense": model, **models}, batch_size=dense.latency_batch)
+    for r, (median, iqr) in zip([dense, *result.reports.values()], lat.values()): r.latency_ms, r.latency_iqr_ms = median, iqr
     result.seconds = time.time() - t0
     if write: _write_artifacts(out, result, models)
     return result
