@@ -7,7 +7,7 @@ _API = {
     "save_checkpoint": "models", "get_loaders": "data", "prunable_groups": "groups", "compute_mrs": "mrs",
     "MRSReport": "mrs", "Criticality": "mrs", "Rewind": "mrs", "Noise": "mrs", "Worst": "mrs", "Taylor": "mrs",
     "allocate": "allocation", "Allocation": "allocation", "CostModel": "allocation", "prune": "pruning",
-    "finetune": "finetune", "robust_digits_model": "finetune", "evaluate": "evaluation", "MRPFConfig": "pipeline",
+    "finetune": "finetune", "robust_digits_model": "finetune", "evaluate": "evaluation", "MRPFConfig": "config",
     "mrpf": "pipeline", "compare": "pipeline",
 }
 __all__ = ["__version__", *_API]

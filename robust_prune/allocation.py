@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import restore_modes
+from .config import NAMES
 from .core import Record, atomic_write, canonical, known_fields, patch, read_json
 
 from .groups import ModelGroups, count_cost, kept_channels, torch_pruning_ratio
@@ -255,7 +256,7 @@ def bounds(self: CostModel, r_min: float, r_max: float) -> tuple[dict[str, float
     return {g: min(r_min, hi[g]) for g in self.groups}, hi
 
 # %% ../nbs/04_allocation.ipynb #ad05e9d9
-RULES = ("uniform", "param", "inverse", "per-param", "rank", "softmax")
+RULES = NAMES["rule"][0]  # uniform, param, inverse, per-param, rank, softmax
 SENSITIVITY_RULES = ("inverse", "per-param", "rank", "softmax")  # the rules that need MRS scores
 
 # %% ../nbs/04_allocation.ipynb #d976eaeb

@@ -108,7 +108,11 @@ def _run_parser(sub) -> None:
     r.add_argument("--eval-attack", dest="eval_attacks", action="append", default=SUPPRESS,
                    help="evaluation attack, repeatable (default: PGD-20 and APGD-CE+APGD-T at eps 0.1 on digits, 8/255 otherwise; full AutoAttack: autoattack:eps=...)")
     r.add_argument("--eval-samples", type=int, default=SUPPRESS, help="evaluate on at most this many test samples")
-    r.add_argument("--out", dest="output_dir", default=SUPPRESS, help="folder for the artefacts (default runs/mrpf)")
+    r.add_argument("--out", dest="output_dir", default=SUPPRESS, help="folder for the artefacts (default runs/mrpf); its resume/ "
+                   "subfolder keeps every finished stage, so the same command again continues a stopped run")
+    r.add_argument("--checkpoint-steps", type=int, default=SUPPRESS,
+                   help="fine-tuning checkpoints also every this many batches inside an epoch (default 100)")
+    r.add_argument("--fresh", action="store_true", help="remove the stages a previous run left in --out and start over")
 
 def _mrs_parser(sub) -> None:
     "The `mrs` command's options."
@@ -149,8 +153,10 @@ def _checkpoint_arch(path: str) -> str:
     from robust_prune.models import read_checkpoint
     return str(read_checkpoint(path)["arch_config"].get("arch", ""))
 
-def _writable(path: str) -> Path:
+def _writable(path: str, flag: str) -> Path:
+    "`path` as a file this command can write (not a folder; its folder made and writable), checked before the slow part."
     p = Path(path)
+    if p.is_dir(): raise CLIError(f"{flag} '{p}' is a folder; give the path of a file to write.")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         probe = p.parent / f".{p.name}.probe"
@@ -161,11 +167,12 @@ def _writable(path: str) -> Path:
 # %% ../nbs/10_cli.ipynb #10fab596
 def cmd_train(args) -> int:
     "`robust-prune train`."
+    if args.epochs < 1: raise CLIError(f"--epochs must be at least 1 for train (0 would save an untrained model as a trained one), got {args.epochs}.")
+    out = _writable(args.out, "--out")
     from robust_prune.data import get_loaders
     from robust_prune.models import create_model, save_checkpoint
     from robust_prune.finetune import finetune
     _check_import(args.arch, args.allow_import)
-    out = _writable(args.out)
     dls = get_loaders(args.dataset, batch_size=args.batch_size, root=args.data_root, download=args.download, size=args.size, seed=args.seed)
     model = create_model(args.arch, dls.info, seed=args.seed).to(_device(args.device))
     hist = finetune(model, dls.train, dls.test, method=args.method, attack=args.attack, epochs=args.epochs, lr=args.lr,
@@ -177,6 +184,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     "`robust-prune evaluate`."
+    json_out = _writable(args.json, "--json") if args.json else None
     from robust_prune.data import get_loaders
     from robust_prune.models import load_checkpoint
     from robust_prune.evaluation import default_attacks, evaluate
@@ -205,7 +213,7 @@ def cmd_evaluate(args) -> int:
     if sanity is not None: print(sanity)
     if args.json:
         out = report.to_dict() | ({"sanity": sanity.to_dict()} if sanity else {}) | {"provenance": provenance(dev, args.seed)}
-        atomic_write(_writable(args.json), json.dumps(out, indent=2))
+        atomic_write(json_out, json.dumps(out, indent=2))
     return 0
 
 # %% ../nbs/10_cli.ipynb #5c9e2b10
@@ -223,49 +231,60 @@ def _sanity(model, test, attacks, eps: float, args):
     return sanity_checks(model, torch.cat(xs)[:n], torch.cat(ys)[:n], eps, norm=norm, seed=args.seed)
 
 # %% ../nbs/10_cli.ipynb #a2988338
-_NOT_CONFIG = {"command", "config", "quiet", "compare", "per_layer", "json", "html"}
+_NOT_CONFIG = {"command", "config", "quiet", "compare", "per_layer", "json", "html", "fresh"}
 
 def config_from_args(args: argparse.Namespace):
     "The `MRPFConfig` of a `run` or `mrs` command: the --config file, overridden by the options given."
-    from robust_prune.pipeline import MRPFConfig
-    d = MRPFConfig.load(args.config).to_dict() if args.config else {}
-    d.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
+    from robust_prune.config import MRPFConfig, check_settings, read_settings
+    from robust_prune.core import canonical
+    d = read_settings(args.config) if args.config else {}
+    labels = {k: f"{k} (in '{args.config}')" for k in d}
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    d.update(given)
+    labels.update((k, _flags(args.command).get(k, k)) for k in given)
     if args.quiet: d["progress"] = False
+    d = check_settings(d, labels)  # types, ranges, unknown keys, the checkpoint file: before torch is even imported
     if "device" in d and d["device"] is not None: _device(d["device"])
     allowed = bool(d.get("allow_import"))
     if d.get("checkpoint"):
         if Path(d["checkpoint"]).is_file(): _check_import(_checkpoint_arch(d["checkpoint"]), allowed, f" of '{d['checkpoint']}'")
-    elif d.get("arch"):
-        _check_import(d["arch"], allowed)
-        from robust_prune.models import _arch_key
-        try: _arch_key(d["arch"])  # an unknown name is said as such, before asking how to get weights for it
-        except ValueError as e: raise CLIError(str(e)) from None
-        demo = d.get("dataset", "digits") == "digits" and str(d["arch"]).replace("-", "_") == "digits_resnet"
+    else:
+        arch, dataset = d.get("arch", "digits_resnet"), d.get("dataset", "digits")
+        if "arch" in d:
+            _check_import(arch, allowed)
+            from robust_prune.models import _arch_key
+            try: _arch_key(arch)  # an unknown name is said as such, before asking how to get weights for it
+            except ValueError as e: raise CLIError(str(e)) from None
+        demo = canonical(dataset) == "digits" and canonical(arch) == "digits-resnet"
         if not demo and not d.get("train_epochs"):
-            raise CLIError(f"Pass --checkpoint (a model trained with robust-prune train) or --train-epochs N to train {d['arch']} here first.")
+            raise CLIError(f"Pass --checkpoint (a model trained with robust-prune train) or --train-epochs N to train {arch} "
+                           f"on {dataset} here first (only digits_resnet on digits ships with the package"
+                           + ("" if canonical(dataset) == "digits" else f"; training needs the {dataset} files in --data-root, or --download") + ").")
     return MRPFConfig.from_dict(d)
 
 def cmd_run(args) -> int:
     "`robust-prune run`."
-    from robust_prune.pipeline import compare
-    config = config_from_args(args)
+    from robust_prune.config import one_of
     names = [a.strip() for a in getattr(args, "compare", "uniform,mrs").split(",") if a.strip()]
     if not names: raise CLIError("--compare needs at least one allocation, e.g. uniform,mrs.")
     for a in names:
         if a.endswith(".json") and not Path(a).is_file(): raise CLIError(f"Allocation file not found: '{a}'.")
-    result = compare(config, names)
+        if not a.endswith(".json") and a != "mrs": one_of("rule", a, "--compare")
+    config = config_from_args(args)
+    from robust_prune.pipeline import compare
+    result = compare(config, names, resume=not args.fresh)
     print(result)
     print(f"artefacts in {result.output_dir}/ (report.md, report.json, allocations, pruned checkpoints, plots)")
     return 0
 
 def cmd_mrs(args) -> int:
     "`robust-prune mrs`."
+    json_out, html_out = (_writable(p, f) if p else None for p, f in ((args.json, "--json"), (args.html, "--html")))  # fail before the slow part
+    config = config_from_args(args)
     from robust_prune.pipeline import load_model, load_data
     from robust_prune.attacks import adversarial_batch
     from robust_prune.mrs import compute_mrs
     from robust_prune.core import atomic_write, provenance
-    config = config_from_args(args)
-    json_out, html_out = (_writable(p) if p else None for p in (args.json, args.html))  # fail before the slow part
     model = load_model(config)
     dls = load_data(config, model.arch_config["input_shape"])
     attack = config.attacks()[0]
@@ -278,6 +297,24 @@ def cmd_mrs(args) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #a4358322
+def _flags(command: str) -> dict[str, str]:
+    "The long option of every setting of `command`, by the name it is stored under (`output_dir` -> `--out`)."
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return {a.dest: max(a.option_strings, key=len) for a in sub._actions if a.option_strings}
+
+_SAME_RANGE = {"max_samples": "eval_samples"}  # options of train / evaluate checked as the setting they stand for
+
+def _check_options(args) -> None:
+    "Every number and name given to any command checked as the setting it stands for (`config.RANGES`, `config.NAMES`), before anything heavy is imported."
+    from dataclasses import fields
+    from robust_prune.config import NAMES, MRPFConfig, check_setting, one_of
+    numeric = {f.name for f in fields(MRPFConfig) if str(f.type).split("|")[0].strip() in ("int", "float")}
+    flags = _flags(args.command)
+    for k, v in vars(args).items():
+        name = _SAME_RANGE.get(k, k)
+        if name in numeric and v is not None: check_setting(name, v, flags.get(k, k))
+        if name in NAMES and isinstance(v, str): one_of(name, v, flags.get(k, k))
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `robust-prune` command; returns the exit code."
     parser = build_parser()
@@ -286,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if getattr(args, "batch_size", 1) < 1: raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}.")
+        _check_options(args)
         return {"train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run, "mrs": cmd_mrs}[args.command](args)
     except (CLIError, ValueError, FileNotFoundError) as err:
         print(f"robust-prune {args.command}: error: {err}", file=sys.stderr)
@@ -295,5 +332,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robust-prune {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit code for SIGINT, no traceback
-        print(f"robust-prune {args.command}: interrupted", file=sys.stderr)
+        again = "; re-run the same command to resume" if args.command == "run" else ""
+        print(f"robust-prune {args.command}: interrupted{again}", file=sys.stderr)
         return 130

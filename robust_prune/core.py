@@ -11,9 +11,9 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING: import torch  # imported where used: this module (and the settings checks built on it) loads without torch
 
 # %% auto #0
 __all__ = ['patch', 'canonical', 'pick_device', 'seeded', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
@@ -39,6 +39,7 @@ def canonical(name: str) -> str:
 # %% ../nbs/00a_core.ipynb #bcfed456
 def pick_device(name: str | None = None) -> torch.device:
     "The device called `name` (`cpu`, `cuda`, `cuda:N`, ...), or the GPU when there is one and `name` is None."
+    import torch
     if name is None or name == "": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try: dev = torch.device(name)
     except (RuntimeError, TypeError): raise ValueError(f"Unknown device {name!r}; use cpu, cuda or cuda:N.") from None
@@ -52,6 +53,7 @@ def seeded(seed: int | None, device: torch.device | str | None = None):
     if seed is None:
         yield
         return
+    import torch
     device = torch.device(device) if device is not None else None
     gpus = [device] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=gpus):
@@ -121,6 +123,7 @@ def provenance(
     "What produced an output: versions of robust-prune, torch, torch-pruning, torchattacks and Python, the source commit, the device, the seed."
     import platform
     from importlib.metadata import PackageNotFoundError, version
+    import torch
     def v(pkg):
         try: return version(pkg)
         except PackageNotFoundError: return None

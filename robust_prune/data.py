@@ -19,6 +19,7 @@ from torchvision import datasets as tvd
 from torchvision import transforms as T
 from torchvision.datasets.vision import VisionDataset
 
+from .config import one_of
 from .core import canonical
 
 # %% auto #0
@@ -58,11 +59,7 @@ DATASETS: dict[str, DatasetInfo] = {
 
 # %% ../nbs/00_data.ipynb #6160861f
 def _check_name(name: str) -> str:
-    key = canonical(name)
-    if key == "tinyimagenet": key = "tiny-imagenet"
-    if key not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
-    return key
+    return one_of("dataset", name)  # the names (and the message) are `config.NAMES`'
 
 def dataset_info(
     name: str,  # registry name: digits, cifar10, cifar100, svhn, tiny-imagenet

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
+from .config import NAMES, one_of
 from .core import canonical
 from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
@@ -32,13 +33,10 @@ __all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'DIGITS_EPS', 'inner_attack', '
            'robust_digits_model', 'prune_then_finetune']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
-METHODS = ("trades", "pgd-at", "mart", "clean")
+METHODS = NAMES["method"][0]  # trades, pgd-at, mart, clean
 
 def _check_method(method: str) -> str:
-    m = canonical(method)
-    m = {"pgd": "pgd-at", "madry": "pgd-at", "at": "pgd-at", "standard": "clean", "none": "clean"}.get(m, m)
-    if m not in METHODS: raise ValueError(f"Unknown fine-tuning method {method!r}; choose one of: {', '.join(METHODS)}.")
-    return m
+    return one_of("method", method)
 
 def inner_attack(method: str, attack: AttackSpec | str) -> AttackSpec:
     "The attack a method trains against: TRADES uses the KL-based PGD (`tpgd`) with the same budget."
@@ -124,8 +122,8 @@ def training_loss(
     return loss_adv + beta * (kl * (1.0000001 - true_probs)).mean(), logits_adv
 
 # %% ../nbs/06_finetune.ipynb #c4c12c00
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "constant", "onecycle")
+OPTIMIZERS = NAMES["optimizer"][0]  # sgd, adam, adamw
+SCHEDULES = NAMES["schedule"][0]  # cosine, step, constant, onecycle
 
 def make_optimizer(
     model: nn.Module,  # whose parameters to optimise
@@ -168,6 +166,7 @@ class History:
     method: str = "trades"  # the loss used
     attack: str = ""  # the evaluation attack's label
     epochs: list[dict] = field(default_factory=list)  # one dict per epoch
+    resumed: list[dict] = field(default_factory=list)  # where the run was resumed from a checkpoint: {epoch, batch} (batch 0: at the epoch's start)
 
     def append(self, **row) -> None: self.epochs.append(row)
 
@@ -180,12 +179,13 @@ class History:
 
     def to_dict(self) -> dict:
         "JSON-safe dict."
-        return dict(method=self.method, attack=self.attack, epochs=[dict(r) for r in self.epochs])
+        return dict(method=self.method, attack=self.attack, epochs=[dict(r) for r in self.epochs], resumed=[dict(r) for r in self.resumed])
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         "Inverse of `to_dict`."
-        return cls(d.get("method", "trades"), d.get("attack", ""), [dict(r) for r in d.get("epochs", [])])
+        return cls(d.get("method", "trades"), d.get("attack", ""), [dict(r) for r in d.get("epochs", [])],
+                   [dict(r) for r in d.get("resumed", [])])
 
     def to_frame(self):
         "A pandas DataFrame, one row per epoch."
@@ -194,7 +194,8 @@ class History:
 
     def __repr__(self) -> str:
         if not self.epochs: return f"History({self.method}, no epochs)"
-        return f"History({self.method}, {len(self)} epochs, robust accuracy = {self.attack})\n" + self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        again = "".join(f", resumed at batch {r['batch']} of epoch {r['epoch']}" for r in self.resumed)
+        return f"History({self.method}, {len(self)} epochs, robust accuracy = {self.attack}{again})\n" + self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
     def plot(self):
         "Plotly figure: loss and accuracies per epoch."
@@ -283,12 +284,13 @@ def _gathered_rng_state(train) -> dict:
 def _run_settings(**kw) -> dict:
     return {k: (v.to_dict() if isinstance(v, AttackSpec) else v) for k, v in kw.items()}
 
-def save_training_state(path: Path, model, opt, sched, scaler, history: History, settings: dict, train, rng: dict | None = None) -> Path:
-    "Write model + optimiser + schedule + history + RNG states atomically (plain data, `weights_only` loadable)."
+def save_training_state(path: Path, model, opt, sched, scaler, history: History, settings: dict, train, rng: dict | None = None,
+                        midway: dict | None = None) -> Path:
+    "Write model + optimiser + schedule + history + RNG states atomically (plain data, `weights_only` loadable); `midway`: where in an unfinished epoch."
     return save_checkpoint(model, path, training=dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                                                      scaler=scaler.state_dict() if scaler is not None else None,
                                                      history=history.to_dict(), settings=settings,
-                                                     rng=rng if rng is not None else _rng_state(train)))
+                                                     rng=rng if rng is not None else _rng_state(train), midway=midway))
 
 # %% ../nbs/06_finetune.ipynb #e668f66b
 def _autocast(device: torch.device, amp: str | None):
@@ -412,11 +414,11 @@ def _nonfinite_tensors(model: nn.Module) -> torch.Tensor:
     flags = [~torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
     return torch.stack(flags).sum() if flags else torch.zeros((), device=next(model.parameters()).device)
 
-def _divergence_message(epoch: int, step: int, steps: int, weights: bool, lr: float, ckpt: Path | None, saved_epoch: int) -> str:
+def _divergence_message(epoch: int, step: int, steps: int, weights: bool, lr: float, ckpt: Path | None, saved: str) -> str:
     what = (f"the loss became NaN or infinite at step {step}/{steps} of epoch {epoch}" if step
             else f"the weights became NaN or infinite in epoch {epoch}" if weights
             else f"the loss became NaN or infinite in epoch {epoch}")
-    kept = (f"the last good checkpoint, '{ckpt}' (epoch {saved_epoch}), is kept" if ckpt is not None
+    kept = (f"the last good checkpoint, '{ckpt}' ({saved}), is kept" if ckpt is not None
             else "no checkpoint was written from it")
     return f"Training diverged: {what}; the learning rate (lr={lr:g}) is probably too high, lower it and run again ({kept})."
 
@@ -441,8 +443,8 @@ def _wrap(model: nn.Module, dev: torch.device, distributed: bool, compile: bool)
     net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
     return bare, (torch.compile(net) if compile else net)
 
-def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> History:
-    "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history."
+def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> tuple[History, dict | None]:
+    "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history and, for a checkpoint written inside an epoch, where in it."
     from robust_prune.models import read_checkpoint
     saved = read_checkpoint(ckpt, map_location=dev)
     state = saved["meta"].get("training")
@@ -455,7 +457,8 @@ def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dic
     opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"): scaler.load_state_dict(state["scaler"])
     _set_rng_state(state["rng"], train)
-    return History.from_dict(state["history"])
+    midway = state.get("midway")
+    return History.from_dict(state["history"]), (dict(midway, rng=state["rng"]) if midway else None)
 
 def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, channels_last) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "One optimiser step on the batch (`x`, `y`); returns the (detached) loss, the logits and `y` on the device."
@@ -472,13 +475,14 @@ def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, cha
     return loss.detach(), logits, y
 
 # %% ../nbs/06_finetune.ipynb #a3ead5e5
-def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_step: bool, distributed: bool):
-    "One pass over the batches: (sums [loss·n, correct, n, non-finite losses, 0] on the device, first bad step, batches run)."
-    sums = torch.zeros(5, device=dev, dtype=torch.float64)  # read once per epoch: no host sync per step
+def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_step: bool, distributed: bool,
+           sums: torch.Tensor | None = None, batches: int = 0, midway=None):
+    "One pass over the batches (a resumed epoch: from batch `batches` on, with its running `sums`): (sums [loss·n, correct, n, non-finite losses, 0] on the device, first bad step, batches run); `midway(sums, batches)` runs after every batch."
+    sums = torch.zeros(5, device=dev, dtype=torch.float64) if sums is None else sums  # read once per epoch: no host sync per step
     first_bad = torch.zeros((), device=dev, dtype=torch.float64)  # the first step (1-based) with a non-finite loss
-    batches = 0
+    checked = False
     for x, y in batches_in:
-        if batches == 0: check_inputs(run.model, x, y)  # bad data fails early, once per epoch (a host sync)
+        if not checked: check_inputs(run.model, x, y); checked = True  # bad data fails early, once per epoch (a host sync)
         loss_d, logits, y = step(x, y)
         run.step += 1
         n = len(y)
@@ -493,6 +497,7 @@ def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_
         for cb in cbs: cb.on_batch_end(run, loss_d)
         if stop_event is not None and stop_event.is_set(): run.stop = True
         if run.stop and not distributed: break
+        if midway is not None: midway(sums, batches)
     return sums, first_bad, batches
 
 # %% ../nbs/06_finetune.ipynb #87ad7961
@@ -517,7 +522,8 @@ def finetune(
     progress: bool = True,  # progress bar over batches (rank 0 only)
     callbacks: Iterable[Callback] = (),  # extra callbacks (EarlyStopping, PrintEpochs, widgets, ...)
     checkpoint_dir: str | Path | None = None,  # write `last.pt` here after every epoch (rank 0; never a non-finite model)
-    resume: bool = False,  # continue from `checkpoint_dir/last.pt` if it exists
+    resume: bool = False,  # continue from `checkpoint_dir/last.pt` if it exists (mid-epoch too: the same weights as a run never stopped)
+    checkpoint_steps: int | None = None,  # also write `last.pt` every this many batches inside an epoch (None: at epoch ends only)
     stop_event=None,  # a `threading.Event`; when set, training stops after the current batch
     amp: str | bool | None = "auto",  # mixed precision: auto (bf16 or fp16 on CUDA, none on CPU), bf16, fp16 or None
     channels_last: bool = False,  # use the channels-last memory format (helps convolutions on recent GPUs)
@@ -527,6 +533,8 @@ def finetune(
     method = _check_method(method)
     if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be an integer >= 0, got {epochs}.")
     if resume and checkpoint_dir is None: raise ValueError("resume=True needs checkpoint_dir.")
+    if checkpoint_steps is not None and (int(checkpoint_steps) != checkpoint_steps or checkpoint_steps < 1):
+        raise ValueError(f"checkpoint_steps must be an integer >= 1 or None, got {checkpoint_steps!r}.")
     spec = AttackSpec.parse(attack)
     eval_spec = AttackSpec.parse(eval_attack) if eval_attack is not None else (
         AttackSpec("pgd", spec.eps, spec.alpha, spec.steps) if spec.name in ("pgd", "tpgd") else spec)
@@ -548,11 +556,15 @@ def finetune(
     scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
     run = FineTuneRun(model, History(method, eval_spec.label), int(epochs))
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    saved_epoch = 0  # the epoch `ckpt` holds, once this run wrote (or resumed from) it
+    saved = ""  # where in training `ckpt` is, once this run wrote (or resumed from) it
     check_each_step = dev.type == "cpu" and not distributed  # a CPU reads the loss for free: stop at the first bad step
+    midway = None  # a resumed unfinished epoch: where in it, its running sums and its starting random state
     if resume and ckpt.is_file():
-        run.history = _resume_from(ckpt, model, opt, sched, scaler, settings, train, dev)
-        run.epoch = saved_epoch = len(run.history)
+        run.history, midway = _resume_from(ckpt, model, opt, sched, scaler, settings, train, dev)
+        run.epoch = len(run.history)
+        run.step = run.epoch * len(train) + (midway["batches"] if midway else 0)
+        saved = f"batch {midway['batches']} of epoch {run.epoch + 1}" if midway else f"epoch {run.epoch}"
+        if run.epoch < epochs: run.history.resumed.append(dict(epoch=run.epoch + 1, batch=midway["batches"] if midway else 0))
     bare, net = _wrap(model, dev, distributed, compile)
     cbs = list(callbacks)
     for cb in cbs: cb.on_train_begin(run)
@@ -560,11 +572,39 @@ def finetune(
         epoch = run.epoch + 1
         if distributed: train.sampler.set_epoch(epoch)
         model.train()
-        t0 = time.time()
+        t0 = time.time() - (midway["seconds"] if midway else 0.0)
+        if midway: _set_rng_state(midway["epoch_rng"], train)  # the epoch's batch order and augmentation, as first drawn
+        epoch_rng = _gathered_rng_state(train) if ckpt is not None and checkpoint_steps else None
         bar = tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False)
+        batches_in = iter(bar)
+        sums, done = None, 0
+        if midway:  # skip the batches the checkpoint already trained on, then take up the random state it had there
+            for _ in range(midway["batches"]): next(batches_in)
+            done, rng_there = midway["batches"], midway["rng"]
+            sums = torch.tensor(midway["sums"] if main else [0.0] * 5, device=dev, dtype=torch.float64)
+            _set_rng_state(rng_there, train)
+            midway = None
         step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=scaler, dev=dev, amp=amp, method=method,
                        spec=spec, beta=beta, channels_last=channels_last)
-        sums, first_bad, batches = _epoch(run, bar, step, dev, cbs, stop_event, check_each_step, distributed)
+
+        def save_midway(sums: torch.Tensor, batches: int) -> None:
+            "Every `checkpoint_steps` batches inside the epoch: a checkpoint to resume from there (never of a non-finite model)."
+            nonlocal saved
+            if batches % checkpoint_steps or batches >= len(train): return
+            total = sums.clone()
+            total[4] = _nonfinite_tensors(model)
+            _all_sum(total)
+            if total[3] or total[4] or not math.isfinite(total[0]): return  # the epoch's end reports it
+            rng = _gathered_rng_state(train)
+            if main:
+                save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng,
+                                    midway=dict(batches=batches, sums=total.tolist(), epoch_rng=epoch_rng, seconds=time.time() - t0))
+            saved = f"batch {batches} of epoch {epoch}"
+
+        try:
+            sums, first_bad, batches = _epoch(run, batches_in, step, dev, cbs, stop_event, check_each_step, distributed, sums, done,
+                                              save_midway if epoch_rng is not None else None)
+        finally: bar.close()  # cleared before anything else is printed, even when training stops with an error
         if distributed:
             for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
         sums[4] = _nonfinite_tensors(model)
@@ -574,7 +614,7 @@ def finetune(
             if channels_last: model.to(memory_format=torch.contiguous_format)
             model.eval()
             raise NonFiniteTrainingError(_divergence_message(epoch, int(first_bad.item()), len(train), bad_tensors > 0, lr,
-                                                             ckpt if saved_epoch else None, saved_epoch))
+                                                             ckpt if saved else None, saved))
         if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
             break  # unfinished epoch: dropped, the last checkpoint stays as it is
         row = dict(epoch=epoch, loss=loss_sum / max(1, n), train_acc=correct / max(1, n), lr=opt.param_groups[0]["lr"])
@@ -587,7 +627,7 @@ def finetune(
         if ckpt is not None:
             rng = _gathered_rng_state(train)
             if main: save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng)
-            saved_epoch = epoch
+            saved = f"epoch {epoch}"
         for cb in cbs: cb.on_epoch_end(run, row)
         if stop_event is not None and stop_event.is_set(): run.stop = True
         if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())  # all stop together

@@ -419,8 +419,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file(): raise FileNotFoundError(f"Checkpoint file not found: '{path}'.")
     try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        reason = ("it holds pickled Python objects, which are never unpickled" if "weights only" in str(e).lower()
-                  else str(e).splitlines()[0])
+        with path.open("rb") as f: head = f.read(2)
+        reason = ("the file is empty" if not head
+                  else "it was not written by torch.save (a text file? an image?)" if head != b"PK" and head[:1] != b"\x80"
+                  else "it holds pickled Python objects, which are never unpickled" if "weights only" in str(e).lower()
+                  else "the file is damaged or incomplete (a copy cut short?)" if "zip archive" in str(e)
+                  else str(e).splitlines()[0].split(". ")[0])
         raise ValueError(f"'{path}' is not a readable robust-prune checkpoint: {reason}.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "arch_config" not in ckpt:
         raise ValueError(f"'{path}' is not a robust-prune checkpoint (no `arch_config`/`state_dict`).")

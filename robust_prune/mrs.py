@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import one_of
 from .core import canonical, patch, seeded
 from .partial import BATCH_MODES, LossEvaluator
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
@@ -522,8 +523,7 @@ def estimator(
 ) -> Estimator:
     "The estimator `method` (returned as it is when it is one already), its settings taken from `compute_mrs`-style keywords."
     if isinstance(method, Estimator): return method
-    name = canonical(method)
-    if name not in ESTIMATORS: raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    name = one_of("mrs_method", method)
     prefix = {"noise": "noise_", "worst": "worst_"}.get(name, "")
     own = {f.name for f in fields(ESTIMATORS[name])}
     return ESTIMATORS[name](**{k[len(prefix):]: v for k, v in settings.items() if k.startswith(prefix) and k[len(prefix):] in own})

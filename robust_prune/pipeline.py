@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocate
-from .attacks import AttackSpec, adversarial_batch
+from .attacks import AdversarialBatch, AttackSpec, adversarial_batch
+from .config import MRPFConfig
 from .core import Record, atomic_write, canonical, patch, pick_device, provenance, read_json
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, default_attacks, evaluate, format_count, format_table, measure_latencies
@@ -26,105 +30,8 @@ from .mrs import METHODS as MRS_METHODS, MRSReport, compute_mrs
 from .pruning import PruneReport, criterion_name, prune
 
 # %% auto #0
-__all__ = ['MRPFConfig', 'load_data', 'load_model', 'allocation_for', 'prune_and_finetune', 'MRPFResult', 'compare', 'mrpf']
-
-# %% ../nbs/09_pipeline.ipynb #18545b6e
-@dataclass
-class MRPFConfig(Record):
-    "Every setting of an MRPF run; defaults run on the embedded digits data on a CPU in a few minutes."
-    _what = "config"
-    dataset: str = "digits"  # digits, cifar10, cifar100, svhn, tiny-imagenet
-    arch: str = "digits_resnet"  # resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet, or torchvision:NAME, timm:NAME, module:function
-    checkpoint: str | None = None  # the trained model; None: the demo's robust digits model (digits) or train one (`train_epochs`)
-    allow_import: bool = False  # an `arch` (or the checkpoint's) that is a `module:function` may be imported and called
-    train_epochs: int = 0  # with no checkpoint (not digits): adversarial training epochs from scratch first
-    data_root: str | None = None  # data folder (default $ROBUST_PRUNE_DATA or ./data)
-    download: bool = False  # download missing data files
-    size: int | None = None  # resize images (default: the data set's size)
-    batch_size: int = 128  # training / evaluation batch size
-    sparsity: float = 0.7  # share of the prunable parameters (or MACs) to remove, in [0, 1)
-    target_of: str = "params"  # params or macs
-    rule: str = "per-param"  # MRS allocation rule: inverse, per-param, rank, softmax (or uniform, param)
-    r_min: float = 0.0  # lower bound of every group's ratio
-    r_max: float = 0.8  # upper bound of every group's ratio
-    min_channels: int = 1  # channels every group keeps
-    gamma: float = 0.5  # exponent of the per-param and param rules
-    temperature: float = 1.0  # temperature of the softmax rule
-    mrs_method: str = "mrs"  # mrs (full metric), rewind, noise, worst or taylor
-    mrs_attack: str | None = None  # attack making the fixed adversarial batch (default: PGD-10 at the data set's eps)
-    mrs_samples: int = 256  # size of the fixed adversarial batch
-    criterion: str = "l2"  # channel criterion: random, l1, l2, lamp, taylor, hessian
-    prune_steps: int = 1  # iterative pruning steps
-    round_to: int | None = None  # channel rounding
-    method: str = "trades"  # fine-tuning loss: trades, pgd-at, mart, clean
-    epochs: int = 5  # fine-tuning epochs
-    lr: float = 0.01  # fine-tuning learning rate
-    optimizer: str = "sgd"  # sgd, adam, adamw
-    schedule: str = "cosine"  # cosine, step, constant, onecycle
-    beta: float = 6.0  # TRADES / MART weight
-    train_attack: str | None = None  # fine-tuning attack (default: PGD-5 at the data set's eps on digits, PGD-10 otherwise)
-    eval_attacks: list[str] | None = None  # evaluation attacks (default: `default_attacks`: PGD-20 and APGD-CE+APGD-T at the data set's eps)
-    eval_samples: int | None = None  # evaluate on at most this many test samples
-    seed: int = 0  # seed of everything random
-    device: str | None = None  # cpu, cuda, cuda:N (default: cuda when available)
-    output_dir: str = "runs/mrpf"  # where artefacts are written
-    progress: bool = True  # progress bars
-
-    def __post_init__(self): self.validate()
-
-# %% ../nbs/09_pipeline.ipynb #3c108bd7
-@patch
-def validate(self: MRPFConfig) -> "MRPFConfig":
-    "Raise a one-line ValueError for any bad setting."
-    dataset_info(self.dataset)
-    _arch_key(self.arch)
-    if self.checkpoint is None and imports_code(self.arch) and not self.allow_import:
-        raise ValueError(f"The architecture {self.arch!r} is a function to import and call: set allow_import=True if you trust "
-                         "where it comes from.")
-    if not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
-        raise ValueError(f"sparsity must be a share in [0, 1), e.g. 0.7; got {self.sparsity!r}.")
-    if canonical(self.rule) not in RULES: raise ValueError(f"Unknown allocation rule {self.rule!r}; choose one of: {', '.join(RULES)}.")
-    if canonical(self.mrs_method) not in MRS_METHODS:
-        raise ValueError(f"Unknown MRS method {self.mrs_method!r}; choose one of: {', '.join(MRS_METHODS)}.")
-    criterion_name(self.criterion)
-    _check_method(self.method)
-    for a in [self.mrs_attack, self.train_attack, *(self.eval_attacks or [])]:
-        if a is not None: AttackSpec.parse(a)
-    if self.checkpoint is not None and not Path(self.checkpoint).is_file():
-        raise ValueError(f"Checkpoint file not found: '{self.checkpoint}'.")
-    for k in ("epochs", "train_epochs", "batch_size", "mrs_samples", "prune_steps"):
-        v = getattr(self, k)
-        if int(v) != v or v < (0 if k in ("epochs", "train_epochs") else 1): raise ValueError(f"{k} must be a whole number >= {0 if k in ('epochs', 'train_epochs') else 1}, got {v!r}.")
-    return self
-
-@patch(as_prop=True)
-def eps(self: MRPFConfig) -> float:
-    "The data set's default attack budget: 0.1 on digits, 8/255 otherwise."
-    return dataset_info(self.dataset).eps
-
-@patch
-def attacks(self: MRPFConfig) -> tuple[AttackSpec, AttackSpec, list[AttackSpec]]:
-    "(MRS attack, training attack, evaluation attacks), defaults filled in."
-    mrs = AttackSpec.parse(self.mrs_attack) if self.mrs_attack else AttackSpec("pgd", self.eps, steps=10)
-    steps = 5 if dataset_info(self.dataset).name == "digits" else 10
-    train = AttackSpec.parse(self.train_attack) if self.train_attack else AttackSpec("pgd", self.eps, steps=steps)
-    ev = [AttackSpec.parse(a) for a in self.eval_attacks] if self.eval_attacks else default_attacks(self.eps)
-    return mrs, train, ev
-
-# %% ../nbs/09_pipeline.ipynb #1722dbb8
-@patch(cls_method=True)
-def load(cls: MRPFConfig, path: str | Path) -> "MRPFConfig":
-    "Read a JSON or YAML config file."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"Config file not found: '{path}'.")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-        try: d = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e: raise ValueError(f"'{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    else: d = read_json(path, "Config")
-    if not isinstance(d, dict): raise ValueError(f"'{path}' must hold a mapping of settings.")
-    return cls.from_dict(d)
+__all__ = ['load_data', 'load_model', 'allocation_for', 'prune_and_finetune', 'MRPFResult', 'fingerprint', 'RunStages', 'compare',
+           'mrpf']
 
 # %% ../nbs/09_pipeline.ipynb #3355ca3a
 def _device(config: MRPFConfig) -> torch.device: return pick_device(config.device)
@@ -189,7 +96,8 @@ def prune_and_finetune(
                                optimizer=config.optimizer, schedule=config.schedule, beta=config.beta,
                                eval_attack=next((a for a in ev if a.name == "pgd"), ev[-1]),
                                eval_samples=min(512, config.eval_samples or 512), progress=config.progress,
-                               callbacks=callbacks, stop_event=stop_event, checkpoint_dir=checkpoint_dir, resume=resume)
+                               callbacks=callbacks, stop_event=stop_event, checkpoint_dir=checkpoint_dir, resume=resume,
+                               checkpoint_steps=config.checkpoint_steps)
 
 # %% ../nbs/09_pipeline.ipynb #0b40d2b9
 @dataclass
@@ -267,13 +175,15 @@ def _label(name, alloc: Allocation) -> str:
     if name == "mrs": return alloc.meta["label"]
     return Path(name).stem if str(name).endswith(".json") else str(name)
 
+def _slug(label: str) -> str: return label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+
 def _write_artifacts(out: Path, result: MRPFResult, models: dict[str, nn.Module]) -> None:
     result.config.save(out / "config.json")
     if result.mrs is not None:
         atomic_write(out / "mrs_report.json", json.dumps(result.mrs.to_dict(), indent=2))
         result.mrs.plot().write_html(out / "mrs.html", include_plotlyjs="cdn")
     for name in result.reports:
-        slug = name.lower().replace(" ", "_").replace("(", "").replace(")", "")
+        slug = _slug(name)
         result.allocations[name].save(out / f"allocation_{slug}.json")
         save_checkpoint(models[name], out / f"pruned_{slug}.pt", allocation=result.allocations[name].to_dict(),
                         report=result.reports[name].to_dict())
@@ -283,6 +193,109 @@ def _write_artifacts(out: Path, result: MRPFResult, models: dict[str, nn.Module]
     atomic_write(out / "report.md", f"# MRPF report\n\n{result!r}\n\n" + result.table(markdown=True) + "\n")
     result.plot().write_html(out / "accuracy.html", include_plotlyjs="cdn")
 
+# %% ../nbs/09_pipeline.ipynb #55d8ce04
+_NOT_IN_RUN_KEY = ("progress", "output_dir", "checkpoint_steps")  # settings that do not change what a run computes
+
+def fingerprint(model: nn.Module) -> str:
+    "A short hash of `model`'s tensors (names, shapes, dtypes and values): two models with equal weights and buffers have equal fingerprints."
+    h = hashlib.sha256()
+    for k, t in model.state_dict().items():
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+class RunStages:
+    "The finished stages of a `compare` run, kept in `OUTPUT_DIR/resume/` so that the same call again reuses them."
+    def __init__(self,
+                 out: Path | None,  # the run's output folder (None: nothing is kept)
+                 config: MRPFConfig,  # the run's settings
+                 model: nn.Module,  # the dense model
+                 resume: bool = True,  # reuse stages a previous run of the same settings and model left (False: remove them)
+                ):
+        self.dir = out / "resume" if out is not None else None
+        self.reused: list[str] = []
+        if self.dir is None: return
+        self.key = dict(config={k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RUN_KEY}, model=fingerprint(model))
+        if not self.dir.exists(): return
+        why = "" if resume else "resume=False"
+        if resume:
+            try: old = json.loads((self.dir / "run.json").read_text())
+            except (OSError, ValueError): old = {}
+            old_config = old.get("config") if isinstance(old.get("config"), dict) else {}
+            differ = sorted(k for k in self.key["config"] if old_config.get(k) != self.key["config"][k])
+            why = ("no record of their settings" if not old_config else f"other settings ({', '.join(differ)})" if differ else
+                   "another dense model" if old.get("model") != self.key["model"] else "")
+        if why:
+            shutil.rmtree(self.dir)
+            print(f"Starting afresh: removed the stages in '{self.dir}' ({why}).", file=sys.stderr)
+
+    def _mark(self) -> None:
+        if not (self.dir / "run.json").is_file(): atomic_write(self.dir / "run.json", json.dumps(self.key, indent=1))
+
+    def get(self, name: str, what: str, make, dump, load):
+        "The stage stored as `name` (loaded with `load(path)`), or `make()`'s result, stored with `dump(value, path)`."
+        if self.dir is None: return make()
+        path = self.dir / name
+        if path.is_file():
+            self.reused.append(what)
+            print(f"Resuming: {what} reused from '{path}'.", file=sys.stderr)
+            return load(path)
+        value = make()
+        self._mark()
+        dump(value, path)
+        return value
+
+    def fine_tuning(self, label: str, alloc: Allocation) -> Path | None:
+        "The folder of `label`'s fine-tuning checkpoints (emptied when it was made for another allocation)."
+        if self.dir is None: return None
+        d = self.dir / _slug(label)
+        wanted = json.loads(json.dumps(alloc.to_dict()))
+        try: same = json.loads((d / "allocation.json").read_text()) == wanted
+        except (OSError, ValueError): same = False
+        if d.exists() and not same: shutil.rmtree(d)
+        if not same:
+            self._mark()
+            atomic_write(d / "allocation.json", json.dumps(wanted, indent=1))
+        elif (d / "last.pt").is_file():
+            self.reused.append(f"fine-tuning checkpoint of '{label}'")
+            print(f"Resuming: fine-tuning of '{label}' continues from '{d / 'last.pt'}'.", file=sys.stderr)
+        return d
+
+    def finished(self, label: str, alloc: Allocation, pruned_path: Path, device, allow_import: bool):
+        "(model, PruneReport, History, RobustnessReport) of `label` when a previous run finished it with `alloc`; else None."
+        if self.dir is None: return None
+        d = self.dir / _slug(label)
+        try:
+            if json.loads((d / "allocation.json").read_text()) != json.loads(json.dumps(alloc.to_dict())): return None
+            done = json.loads((d / "done.json").read_text())
+            model = load_checkpoint(pruned_path, map_location=device, allow_import=allow_import)[0].eval()
+        except (OSError, ValueError): return None
+        self.reused.append(f"fine-tuned '{label}'")
+        print(f"Resuming: '{label}' reused, fine-tuned and evaluated ('{pruned_path}').", file=sys.stderr)
+        return (model, PruneReport.from_dict(done["pruning"]), History.from_dict(done["history"]),
+                RobustnessReport.from_dict(done["report"]))
+
+    def finish(self, label: str, alloc: Allocation, model: nn.Module, prep: PruneReport, hist: History,
+               report: RobustnessReport, pruned_path: Path) -> None:
+        "Store `label` as finished: the pruned model at `pruned_path`, its reports here; its fine-tuning checkpoint is removed."
+        if self.dir is None: return
+        d = self.dir / _slug(label)
+        save_checkpoint(model, pruned_path, allocation=alloc.to_dict(), report=report.to_dict())
+        atomic_write(d / "done.json", json.dumps(dict(pruning=prep.to_dict(), history=hist.to_dict(), report=report.to_dict())))
+        (d / "last.pt").unlink(missing_ok=True)
+
+def _dump_batch(b: AdversarialBatch, path: Path) -> None:
+    d = dict(x=b.x.cpu(), x_adv=b.x_adv.cpu(), y=b.y.cpu(), spec=b.spec.to_dict(), clean_acc=b.clean_acc, adv_acc=b.adv_acc)
+    atomic_write(path, lambda f: torch.save(d, f))
+
+def _load_batch(path: Path, device) -> AdversarialBatch:
+    d = torch.load(path, map_location=device, weights_only=True)
+    return AdversarialBatch(d["x"], d["x_adv"], d["y"], AttackSpec.parse(d["spec"]), d["clean_acc"], d["adv_acc"])
+
+def _json_stage(cls):
+    "(dump, load) of a stage stored as the JSON of `cls.to_dict()`."
+    return (lambda v, p: atomic_write(p, json.dumps(v.to_dict()))), (lambda p: cls.from_dict(json.loads(p.read_text())))
+
 # %% ../nbs/09_pipeline.ipynb #1e7f3b8f
 def compare(
     config: MRPFConfig,  # the run's settings
@@ -290,40 +303,93 @@ def compare(
     model: nn.Module | None = None,  # the dense model (default: `load_model(config)`)
     write: bool = True,  # write artefacts to `config.output_dir`
     report: MRSReport | None = None,  # MRS scores of this dense model computed before (default: computed here with the config's settings)
+    resume: bool = True,  # reuse the stages a stopped run of the same settings left in `config.output_dir` (False: start afresh)
 ) -> MRPFResult:
-    "Prune and fine-tune the same dense model with each allocation at the config's budget; evaluate all of them."
+    "Prune and fine-tune the same dense model with each allocation at the config's budget; evaluate all of them. Stages are kept on disk: the same call again resumes."
     config.validate()
+    _check_allocations(allocations)
     t0 = time.time()
     out = Path(config.output_dir)
+    created = write and not out.exists()
     if write:
         try: out.mkdir(parents=True, exist_ok=True); (out / ".write-test").touch(); (out / ".write-test").unlink()
         except OSError as e: raise ValueError(f"Cannot write to output folder '{out}': {e.strerror}.") from None
+    try: return _compare(config, allocations, model, out if write else None, report, resume, t0)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()): out.rmdir()  # a run that failed before any stage leaves no folder
+        raise
+
+def _check_allocations(allocations) -> None:
+    "Every allocation named is one `compare` can make or read: checked before anything runs."
+    if isinstance(allocations, (str, Allocation)) or not allocations:
+        raise ValueError(f"allocations must be a non-empty list, e.g. ['uniform', 'mrs'], got {allocations!r}.")
+    for a in allocations:
+        if isinstance(a, Allocation) or a == "mrs": continue
+        if not isinstance(a, str):
+            raise ValueError(f"allocations holds {a!r}: give rule names, 'mrs', Allocation objects or allocation JSON files.")
+        if a.endswith(".json"): Allocation.load(a)  # a missing or malformed file is said now, not after the dense model's evaluation
+        elif canonical(a) not in RULES: raise ValueError(f"Unknown allocation rule {a!r}; choose one of: mrs, {', '.join(RULES)}.")
+
+def _given_allocations(allocations, config: MRPFConfig, cm: CostModel) -> dict:
+    "The allocations given as objects or files, read and checked against the model's groups and the run's budget before anything runs."
+    given = {}
+    for a in allocations:
+        if not (isinstance(a, Allocation) or str(a).endswith(".json")): continue
+        alloc = a if isinstance(a, Allocation) else Allocation.load(a)
+        label = _label(a, alloc)
+        foreign = sorted(set(alloc.ratios) - set(cm.groups))
+        if foreign:
+            raise ValueError(f"Allocation '{label}' names group(s) this model does not have: {', '.join(foreign[:5])}"
+                             f"{' ...' if len(foreign) > 5 else ''}; its groups: {', '.join(cm.groups)}.")
+        share = cm.removed_fraction(alloc.ratios, config.target_of)
+        if abs(share - config.sparsity) > 0.01 * max(config.sparsity, 0.01):
+            raise ValueError(f"Allocation '{label}' removes {share:.1%} of the prunable {config.target_of}, not the "
+                             f"{config.sparsity:.1%} every compared allocation gets (sparsity); make it at that budget, or "
+                             f"compare at its own with sparsity={share:.3f}.")
+        given[id(a)] = alloc
+    return given
+
+def _compare(config: MRPFConfig, allocations, model, out: Path | None, report, resume: bool, t0: float) -> MRPFResult:
     torch.manual_seed(config.seed)
+    dev = _device(config)
     model = model if model is not None else load_model(config)
+    cm = CostModel(model, round_to=config.round_to, min_channels=config.min_channels)
+    given = _given_allocations(allocations, config, cm)  # found wrong now, not after the dense evaluation and the MRS
+    stages = RunStages(out, config, model, resume)
     dls = load_data(config, model.arch_config["input_shape"])
     mrs_attack, _, ev = config.attacks()
-    dense = evaluate(model, dls.test, ev, name="dense", max_samples=config.eval_samples, latency=False, progress=config.progress)
+    dense = stages.get("dense.json", "dense evaluation",
+                       lambda: evaluate(model, dls.test, ev, name="dense", max_samples=config.eval_samples, latency=False,
+                                        progress=config.progress), *_json_stage(RobustnessReport))
     needs_scores = any(isinstance(a, str) and not a.endswith(".json") and (a == "mrs" or canonical(a) in SENSITIVITY_RULES) for a in allocations)
-    batch = adversarial_batch(model, dls.test.dataset, mrs_attack, n=config.mrs_samples, seed=config.seed)
+    batch = stages.get("batch.pt", "adversarial batch",
+                       lambda: adversarial_batch(model, dls.test.dataset, mrs_attack, n=config.mrs_samples, seed=config.seed),
+                       _dump_batch, lambda p: _load_batch(p, dev))
     if report is None and needs_scores:
-        report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, seed=config.seed, progress=config.progress)
-    cm = CostModel(model, round_to=config.round_to, min_channels=config.min_channels)
-    result = MRPFResult(config, dense, report, output_dir=str(out) if write else None,
-                        provenance=provenance(_device(config), config.seed))
+        report = stages.get("mrs.json", "MRS report",
+                            lambda: compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, seed=config.seed,
+                                                progress=config.progress), *_json_stage(MRSReport))
+    result = MRPFResult(config, dense, report, output_dir=str(out) if out is not None else None, provenance=provenance(dev, config.seed))
     models = {}
     for name in allocations:
-        alloc = allocation_for(name, config, model, report, cm)
+        alloc = given.get(id(name)) or allocation_for(name, config, model, report, cm)
         label = _label(name, alloc)
-        pruned, prep, hist = prune_and_finetune(model, alloc, config, dls, batch)
-        result.allocations[label], result.pruning[label], result.histories[label] = alloc, prep, hist
-        result.reports[label] = evaluate(pruned, dls.test, ev, name=label, max_samples=config.eval_samples, latency=False,
-                                         progress=config.progress)
-        models[label] = pruned
+        pruned_path = out / f"pruned_{_slug(label)}.pt" if out is not None else None
+        done = stages.finished(label, alloc, pruned_path, dev, config.allow_import)
+        if done is None:
+            ck = stages.fine_tuning(label, alloc)
+            pruned, prep, hist = prune_and_finetune(model, alloc, config, dls, batch, checkpoint_dir=ck, resume=ck is not None)
+            rep = evaluate(pruned, dls.test, ev, name=label, max_samples=config.eval_samples, latency=False, progress=config.progress)
+            stages.finish(label, alloc, pruned, prep, hist, rep, pruned_path)
+            done = pruned, prep, hist, rep
+        models[label], result.pruning[label], result.histories[label], result.reports[label] = done
+        result.allocations[label] = alloc
     # latency: all models timed once, in turns, so machine load cannot favour one of them
     lat = measure_latencies({"dense": model, **models}, batch_size=dense.latency_batch)
     for r, (median, iqr) in zip([dense, *result.reports.values()], lat.values()): r.latency_ms, r.latency_iqr_ms = median, iqr
+    if stages.reused: result.provenance["resumed"] = stages.reused
     result.seconds = time.time() - t0
-    if write: _write_artifacts(out, result, models)
+    if out is not None: _write_artifacts(out, result, models)
     return result
 
 def mrpf(
@@ -331,6 +397,7 @@ def mrpf(
     model: nn.Module | None = None,  # the dense model (default: `load_model(config)`)
     write: bool = True,  # write artefacts to `config.output_dir`
     report: MRSReport | None = None,  # MRS scores of this dense model computed before (default: computed here)
+    resume: bool = True,  # reuse the stages a stopped run of the same settings left in `config.output_dir`
 ) -> MRPFResult:
     "The MRPF pipeline with the config's MRS-based allocation: load, attack, MRS, allocate, prune, fine-tune, evaluate."
-    return compare(config, ["mrs"], model=model, write=write, report=report)
+    return compare(config, ["mrs"], model=model, write=write, report=report, resume=resume)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .allocation import Allocation, CostModel
 from .attacks import AdversarialBatch, AttackSpec, check_inputs, perturb, restore_modes, num_classes_of
+from .config import NAMES, one_of
 from .core import Record, canonical, seeded
 from .models import unprunable_layers
 from .groups import ModelGroups, count_cost, torch_pruning_errors
@@ -25,15 +26,12 @@ from .groups import ModelGroups, count_cost, torch_pruning_errors
 __all__ = ['CRITERIA', 'GRADIENT_CRITERIA', 'criterion_name', 'importance', 'accumulate_gradients', 'PruneReport', 'prune']
 
 # %% ../nbs/05_pruning.ipynb #f46e4b3e
-CRITERIA = ("random", "l1", "l2", "lamp", "taylor", "hessian")
+CRITERIA = NAMES["criterion"][0]  # random, l1, l2, lamp, taylor, hessian
 GRADIENT_CRITERIA = ("taylor", "hessian")
 
 def criterion_name(criterion: str) -> str:
     "The canonical name of a criterion (aliases: magnitude = l2, obd = hessian)."
-    c = canonical(criterion)
-    c = {"magnitude": "l2", "l2-norm": "l2", "l1-norm": "l1", "obd": "hessian"}.get(c, c)
-    if c not in CRITERIA: raise ValueError(f"Unknown pruning criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}.")
-    return c
+    return one_of("criterion", criterion)
 
 def importance(criterion: str = "l2"):
     "The torch-pruning importance object for a criterion name."

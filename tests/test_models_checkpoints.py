@@ -117,6 +117,13 @@ def test_mismatched_weights_and_non_checkpoints_give_one_line_errors(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "notes.pt").write_text("epoch 3: robust accuracy 0.41\n")
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:500])  # torch.save's format, cut short
+    for name, reason in [("empty", "the file is empty"), ("notes", r"it was not written by torch\.save \(a text file\? an image\?\)"),
+                         ("cut", r"the file is damaged or incomplete \(a copy cut short\?\)")]:
+        with pytest.raises(ValueError, match=rf"^'.*{name}\.pt' is not a readable robust-prune checkpoint: {reason}\.?$"):
+            load_checkpoint(tmp_path / f"{name}.pt")
 
 
 def test_registry_rejects_unknown_architecture():

@@ -268,7 +268,7 @@ class _ReturnsText(nn.Module):
     ("nan", "NaN"),
     ("labels", "Labels must lie in [0, 9]"),
     ("untraceable", "torch-pruning cannot trace this model"),
-    ("method", "Unknown method"),
+    ("method", "Unknown MRS method"),
     ("ignored", "not a module of the model"),
     ("init", "init_state's 'conv1.weight' has shape"),
     ("batch", "Unknown batch mode"),

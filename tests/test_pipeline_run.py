@@ -28,6 +28,8 @@ def run(*args, cwd=None, timeout=900):
     (["run", "--config", "nowhere.yaml"], "Config file not found"),
     (["mrs", "--mrs-method", "magic"], "Unknown MRS method"),
     (["mrs", "--json", "/proc/forbidden/m.json"], "Cannot write"),
+    (["run", "--dataset", "cifar10"], "--train-epochs N to train digits_resnet on cifar10 here first (only digits_resnet on digits "
+                                      "ships with the package; training needs the cifar10 files in --data-root, or --download)"),
 ])
 def test_run_and_mrs_bad_input_exit_2_with_one_line_reason(args, reason):
     out = run(*args)
@@ -101,3 +103,23 @@ def test_table_says_when_the_compared_models_differ_by_more_than_5_percent_in_th
     on_macs = _result("macs", macs=(500_000, 501_000), params=(52_000, 44_000)).cost_note()
     assert on_macs.startswith("Note: the budget matched macs, not parameters: 'uniform' keeps 1.18x the parameters") and "--target-of params" in on_macs
     assert "Note:" not in _result(macs=(500_000, 500_000)).table()
+
+
+def test_a_compared_allocation_of_another_budget_or_other_groups_is_refused_before_anything_runs(tmp_path):
+    import time
+    from robust_prune.allocation import allocate
+    from robust_prune.finetune import robust_digits_model
+    from robust_prune.pipeline import compare
+    model = robust_digits_model()
+    small = allocate(None, model, 0.1, "uniform")
+    small.save(tmp_path / "small.json")
+    other = allocate(None, model, 0.7, "uniform")
+    other.ratios["fc9"] = 0.5
+    config = MRPFConfig(sparsity=0.7, output_dir=str(tmp_path / "out"), progress=False)
+    t = time.time()
+    with pytest.raises(ValueError, match=r"^Allocation 'small' removes 10\.\d% of the prunable params, not the 70\.0% every "
+                                         r"compared allocation gets \(sparsity\); .* sparsity=0\.1\d\d\.$"):
+        compare(config, ["uniform", str(tmp_path / "small.json")], model=model)
+    with pytest.raises(ValueError, match=r"^Allocation 'uniform' names group\(s\) this model does not have: fc9; its groups: conv1, "):
+        compare(config, ["uniform", other], model=model)
+    assert time.time() - t < 30 and not (tmp_path / "out").exists()  # before the dense evaluation; no folder left

@@ -15,7 +15,7 @@ from robust_prune.allocation import Allocation, allocate
 from robust_prune.attacks import AttackSpec, adversarial_batch, perturb
 from robust_prune.data import get_dataset, get_loaders
 from robust_prune.finetune import Callback, finetune
-from robust_prune.models import create_model, load_checkpoint, save_checkpoint
+from robust_prune.models import create_model, load_checkpoint, read_checkpoint, save_checkpoint
 from robust_prune.groups import ModelGroups
 from robust_prune.pruning import CRITERIA, PruneReport, _grad_batches, accumulate_gradients, criterion_name, importance, prune
 
@@ -94,38 +94,55 @@ class StopAfter(Callback):
     def on_epoch_end(self, run, row): run.stop = run.epoch >= self.n
 
 
+class KilledAtStep(Callback):
+    "Ends the process's training abruptly (as Ctrl-C would) right after optimiser step `n`."
+    def __init__(self, n): self.n = n
+    def on_batch_end(self, run, loss):
+        if run.step == self.n: raise KeyboardInterrupt
+
+
 RESUME = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(int(sys.argv[3]))  # bit-exact equality needs the same CPU reduction order as the first process
     from robust_prune.data import get_loaders
     from robust_prune.finetune import finetune
     from robust_prune.models import create_model, save_checkpoint
-    small = get_loaders("digits", batch_size=64, train_subset=256, seed=0)
+    small = get_loaders("digits", batch_size=32, train_subset=256, seed=0)
     model = create_model("digits_resnet", seed=0)
     h = finetune(model, small.train, method="trades", attack="pgd:eps=0.1,steps=2", epochs=3, lr=0.05, progress=False,
-                 seed=0, checkpoint_dir=sys.argv[1], resume=True)
+                 seed=0, checkpoint_dir=sys.argv[1], resume=True, checkpoint_steps=3)
     assert len(h) == 3, len(h)
-    save_checkpoint(model, sys.argv[2])
+    save_checkpoint(model, sys.argv[2], history=h.to_dict())
 """)
 
 
-def test_interrupted_run_resumed_in_a_fresh_process_ends_with_the_same_weights(tmp_path):
-    small = get_loaders("digits", batch_size=64, train_subset=256, seed=0)
+@pytest.mark.parametrize("where", ["after epoch 2", "at batch 5 of epoch 2"])
+def test_interrupted_run_resumed_in_a_fresh_process_ends_with_the_same_weights(tmp_path, where):
+    small = get_loaders("digits", batch_size=32, train_subset=256, seed=0)  # 8 batches an epoch
     kw = dict(method="trades", attack="pgd:eps=0.1,steps=2", epochs=3, lr=0.05, progress=False, seed=0)
     full = create_model("digits_resnet", seed=0)
-    finetune(full, small.train, **kw)
+    hist = finetune(full, small.train, **kw)
     part = create_model("digits_resnet", seed=0)
-    h = finetune(part, small.train, callbacks=[StopAfter(2)], checkpoint_dir=tmp_path / "ck", **kw)
-    assert len(h) == 2 and (tmp_path / "ck" / "last.pt").is_file()
+    ck = tmp_path / "ck"
+    if where == "after epoch 2":
+        h = finetune(part, small.train, callbacks=[StopAfter(2)], checkpoint_dir=ck, checkpoint_steps=3, **kw)
+        assert len(h) == 2
+    else:  # the last checkpoint was written after batch 3 of epoch 2; batches 4 and 5 are lost and redone
+        with pytest.raises(KeyboardInterrupt):
+            finetune(part, small.train, callbacks=[KilledAtStep(8 + 5)], checkpoint_dir=ck, checkpoint_steps=3, **kw)
+        assert read_checkpoint(ck / "last.pt")["meta"]["training"]["midway"]["batches"] == 3
     script = tmp_path / "resume.py"
     script.write_text(RESUME)
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "ck"), str(tmp_path / "resumed.pt"),
-                          str(torch.get_num_threads())],
+    out = subprocess.run([sys.executable, str(script), str(ck), str(tmp_path / "resumed.pt"), str(torch.get_num_threads())],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    resumed, _ = load_checkpoint(tmp_path / "resumed.pt")
+    resumed, meta = load_checkpoint(tmp_path / "resumed.pt")
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+    for a, b in zip(hist.epochs, meta["history"]["epochs"]):  # the resumed epoch's loss and accuracy count every batch once
+        assert (a["loss"], a["train_acc"]) == (b["loss"], b["train_acc"])
+    # it did resume there (a run started over would end with the same weights too)
+    assert meta["history"]["resumed"] == [{"epoch": 3, "batch": 0} if where == "after epoch 2" else {"epoch": 2, "batch": 3}]
 
 
 def test_prune_refuses_a_ratio_outside_zero_to_one_and_takes_zero():
