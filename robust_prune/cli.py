@@ -241,7 +241,8 @@ def config_from_args(args: argparse.Namespace):
     labels = {k: f"{k} (in '{args.config}')" for k in d}
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     d.update(given)
-    labels.update((k, _flags(args.command).get(k, k)) for k in given)
+    flags = _flags(args.command)
+    labels.update((k, flags.get(k, k)) for k in given)
     if args.quiet: d["progress"] = False
     d = check_settings(d, labels)  # types, ranges, unknown keys, the checkpoint file: before torch is even imported
     if "device" in d and d["device"] is not None: _device(d["device"])
@@ -305,15 +306,14 @@ def _flags(command: str) -> dict[str, str]:
 _SAME_RANGE = {"max_samples": "eval_samples"}  # options of train / evaluate checked as the setting they stand for
 
 def _check_options(args) -> None:
-    "Every number and name given to any command checked as the setting it stands for (`config.RANGES`, `config.NAMES`), before anything heavy is imported."
+    "Every option of any command that stands for a setting checked as that setting (`config.check_settings`: types, ranges, names, files), before anything heavy is imported."
     from dataclasses import fields
-    from robust_prune.config import NAMES, MRPFConfig, check_setting, one_of
-    numeric = {f.name for f in fields(MRPFConfig) if str(f.type).split("|")[0].strip() in ("int", "float")}
+    from robust_prune.config import MRPFConfig, check_settings
+    known = {f.name for f in fields(MRPFConfig)}
     flags = _flags(args.command)
-    for k, v in vars(args).items():
-        name = _SAME_RANGE.get(k, k)
-        if name in numeric and v is not None: check_setting(name, v, flags.get(k, k))
-        if name in NAMES and isinstance(v, str): one_of(name, v, flags.get(k, k))
+    given = {_SAME_RANGE.get(k, k): (v, flags.get(k, k)) for k, v in vars(args).items()
+             if v is not None and _SAME_RANGE.get(k, k) in known}
+    check_settings({k: v for k, (v, _) in given.items()}, {k: flag for k, (_, flag) in given.items()})
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `robust-prune` command; returns the exit code."

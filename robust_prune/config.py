@@ -114,8 +114,10 @@ def check_settings(
     known = [f.name for f in fields(MRPFConfig)]
     extra = sorted(set(d) - set(known))
     if extra: raise ValueError(f"Unknown config field(s): {', '.join(map(str, extra))}; known: {', '.join(known)}.")
-    out = {k: (one_of(k, v, labels.get(k, k)) and v) if k in NAMES and isinstance(v, str) else check_setting(k, v, labels.get(k))
-           for k, v in d.items()}
+    out = {}
+    for k, v in d.items():
+        if k in NAMES and isinstance(v, str): one_of(k, v, labels.get(k, k)); out[k] = v  # kept as written
+        else: out[k] = check_setting(k, v, labels.get(k))
     lo, hi = out.get("r_min", 0.0), out.get("r_max", 0.8)
     if lo > hi: raise ValueError(f"{labels.get('r_min', 'r_min')} ({lo}) must not exceed {labels.get('r_max', 'r_max')} ({hi}).")
     if out.get("checkpoint") is not None and not Path(out["checkpoint"]).is_file():

@@ -18,16 +18,16 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocate
+from .allocation import SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .attacks import AdversarialBatch, AttackSpec, adversarial_batch
-from .config import MRPFConfig
-from .core import Record, atomic_write, canonical, patch, pick_device, provenance, read_json
+from .config import MRPFConfig, one_of
+from .core import atomic_write, canonical, pick_device, provenance
 from .data import dataset_info, get_loaders
-from .evaluation import RobustnessReport, default_attacks, evaluate, format_count, format_table, measure_latencies
-from .finetune import History, finetune, prune_then_finetune, robust_digits_model, _check_method
-from .models import ARCHITECTURES, _arch_key, create_model, imports_code, load_checkpoint, save_checkpoint
-from .mrs import METHODS as MRS_METHODS, MRSReport, compute_mrs
-from .pruning import PruneReport, criterion_name, prune
+from .evaluation import RobustnessReport, evaluate, format_count, format_table, measure_latencies
+from .finetune import History, finetune, prune_then_finetune, robust_digits_model
+from .models import ARCHITECTURES, create_model, load_checkpoint, save_checkpoint
+from .mrs import MRSReport, compute_mrs
+from .pruning import PruneReport, prune
 
 # %% auto #0
 __all__ = ['load_data', 'load_model', 'allocation_for', 'prune_and_finetune', 'MRPFResult', 'fingerprint', 'RunStages', 'compare',
@@ -245,17 +245,21 @@ class RunStages:
         dump(value, path)
         return value
 
+    @staticmethod
+    def _made_for(d: Path, alloc: Allocation) -> bool:
+        "Whether the stage folder `d` was made for `alloc` (its `allocation.json` holds the same ratios and settings)."
+        try: return json.loads((d / "allocation.json").read_text()) == json.loads(json.dumps(alloc.to_dict()))
+        except (OSError, ValueError): return False
+
     def fine_tuning(self, label: str, alloc: Allocation) -> Path | None:
         "The folder of `label`'s fine-tuning checkpoints (emptied when it was made for another allocation)."
         if self.dir is None: return None
         d = self.dir / _slug(label)
-        wanted = json.loads(json.dumps(alloc.to_dict()))
-        try: same = json.loads((d / "allocation.json").read_text()) == wanted
-        except (OSError, ValueError): same = False
+        same = self._made_for(d, alloc)
         if d.exists() and not same: shutil.rmtree(d)
         if not same:
             self._mark()
-            atomic_write(d / "allocation.json", json.dumps(wanted, indent=1))
+            atomic_write(d / "allocation.json", json.dumps(alloc.to_dict(), indent=1))
         elif (d / "last.pt").is_file():
             self.reused.append(f"fine-tuning checkpoint of '{label}'")
             print(f"Resuming: fine-tuning of '{label}' continues from '{d / 'last.pt'}'.", file=sys.stderr)
@@ -265,8 +269,8 @@ class RunStages:
         "(model, PruneReport, History, RobustnessReport) of `label` when a previous run finished it with `alloc`; else None."
         if self.dir is None: return None
         d = self.dir / _slug(label)
+        if not self._made_for(d, alloc): return None
         try:
-            if json.loads((d / "allocation.json").read_text()) != json.loads(json.dumps(alloc.to_dict())): return None
             done = json.loads((d / "done.json").read_text())
             model = load_checkpoint(pruned_path, map_location=device, allow_import=allow_import)[0].eval()
         except (OSError, ValueError): return None
@@ -328,7 +332,7 @@ def _check_allocations(allocations) -> None:
         if not isinstance(a, str):
             raise ValueError(f"allocations holds {a!r}: give rule names, 'mrs', Allocation objects or allocation JSON files.")
         if a.endswith(".json"): Allocation.load(a)  # a missing or malformed file is said now, not after the dense model's evaluation
-        elif canonical(a) not in RULES: raise ValueError(f"Unknown allocation rule {a!r}; choose one of: mrs, {', '.join(RULES)}.")
+        else: one_of("rule", a, "allocations")
 
 def _given_allocations(allocations, config: MRPFConfig, cm: CostModel) -> dict:
     "The allocations given as objects or files, read and checked against the model's groups and the run's budget before anything runs."
