@@ -25,8 +25,9 @@ COMMANDS = {
     "mrs --json . (a folder)": [EXE, "mrs", "--json", "."],
     "train --epochs 0": [EXE, "train", "--epochs", "0"],
     "evaluate --max-samples 0": [EXE, "evaluate", "--max-samples", "0"],
-    "run --arch alexnet (needs the model registry)": [EXE, "run", "--arch", "alexnet"],
-    "run --eval-attack foo (needs the attack parser)": [EXE, "run", "--eval-attack", "foo"],
+    "run --arch alexnet": [EXE, "run", "--arch", "alexnet"],
+    "run --eval-attack foo": [EXE, "run", "--eval-attack", "foo"],
+    "train --attack pgd:eps=9": [EXE, "train", "--attack", "pgd:eps=9"],
 }
 
 

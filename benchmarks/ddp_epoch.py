@@ -18,7 +18,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from robust_prune.evaluation import evaluate
-from robust_prune.finetune import dist_info, finetune, init_distributed
+from robust_prune.core import dist_info, init_distributed
+from robust_prune.finetune import finetune
 from robust_prune.models import create_model
 
 
@@ -62,7 +63,11 @@ def main(argv=None) -> dict:
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--stop-after", type=int, default=None, help="end the run after this many epochs (to test resuming)")
+    p.add_argument("--checkpoint-steps", type=int, default=None, help="also checkpoint every this many batches inside an epoch")
+    p.add_argument("--kill-rank", type=int, default=None, help="this rank kills itself with SIGKILL (to test a lost process) ...")
+    p.add_argument("--kill-at-step", type=int, default=1, help="... after this many training steps")
     p.add_argument("--json", default=None, help="rank 0 writes the result here")
+    p.add_argument("--every-rank", action="store_true", help="every rank also writes its weights and buffers to JSON.rankN")
     a = p.parse_args(argv)
     torch.set_num_threads(1 if a.device == "cpu" else torch.get_num_threads())
     init_distributed()
@@ -81,10 +86,17 @@ def main(argv=None) -> dict:
         class StopAfter(Callback):
             def on_epoch_end(self, run, row): run.stop = run.stop or run.epoch >= a.stop_after
         callbacks.append(StopAfter())
+    if a.kill_rank == rank:
+        import os, signal
+        from robust_prune.finetune import Callback
+        class Kill(Callback):
+            def on_batch_end(self, run, loss):
+                if run.step >= a.kill_at_step: os.kill(os.getpid(), signal.SIGKILL)
+        callbacks.append(Kill())
     t0 = time.time()
     hist = finetune(model, train, test, method=a.method, attack=a.attack, eval_attack=a.eval_attack, epochs=a.epochs,
                     lr=a.lr, eval_samples=a.eval_samples, seed=0, progress=False, amp=a.amp, callbacks=callbacks,
-                    checkpoint_dir=a.checkpoint_dir, resume=a.resume)
+                    checkpoint_dir=a.checkpoint_dir, resume=a.resume, checkpoint_steps=a.checkpoint_steps)
     if dev.type == "cuda": torch.cuda.synchronize()
     seconds = time.time() - t0
     report = evaluate(model, test, [a.eval_attack], name=f"{world} process(es)", latency=False, progress=False)
@@ -93,6 +105,8 @@ def main(argv=None) -> dict:
                images_per_second=a.train_images * len(hist.epochs) / seconds if seconds > 0 else None,
                weights=flat.tolist() if flat.numel() <= 20000 else None, weight_norm=float(flat.norm()),
                device=str(next(model.parameters()).device))
+    if a.every_rank and a.json:
+        with open(f"{a.json}.rank{rank}", "w") as f: json.dump(flat.tolist(), f)
     if rank == 0:
         if a.json:
             with open(a.json, "w") as f: json.dump(out, f)

@@ -1,7 +1,8 @@
-"""One table that checks the GPU path: full MRS on ResNet-18, TRADES throughput with AMP against a reference step,
-pruned vs dense latency, one epoch of DDP fine-tuning under torchrun, and the CUDA-marked tests.
+"""One table that checks the GPU path: full MRS on ResNet-18, TRADES throughput with AMP against a reference step
+(and with torch.compile and batch 512), pruned vs dense latency, one epoch of DDP fine-tuning under torchrun, and the
+CUDA-marked tests.
 
-    benchmarks/gpu_check.sh            # on one GPU, about 5-7 minutes
+    benchmarks/gpu_check.sh            # on one GPU, about 7-8 minutes
     benchmarks/gpu_check.sh --dry      # the same code paths, tiny, on the CPU (CI runs this)
 
 Each part runs in its own process with a time limit, so a failure or an overrun leaves its row "not measured" and
@@ -73,7 +74,8 @@ def reference_trades_step(model, opt, x, y, eps: float, alpha: float, steps: int
     return loss.detach()
 
 
-def trades_throughput(dev, arch="resnet18", batch=128, batches=32, rounds=3, steps=10, amp="auto", size=32, channels_last=False):
+def trades_throughput(dev, arch="resnet18", batch=128, batches=32, rounds=3, steps=10, amp="auto", size=32, channels_last=False,
+                      compile=False):
     "Images per second of `finetune(method='trades')` and of the reference step, measured alternately in one process."
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -89,13 +91,13 @@ def trades_throughput(dev, arch="resnet18", batch=128, batches=32, rounds=3, ste
     eps = 8 / 255
     opt = make_optimizer(ref, "sgd", 0.01)
     finetune(ours, loader, method="trades", attack=f"pgd:eps=8/255,steps={steps}", epochs=1, progress=False, amp=amp,
-             channels_last=channels_last)  # warm-up
+             channels_last=channels_last, compile=compile)  # warm-up (and compilation)
     for x, y in loader: reference_trades_step(ref, opt, x.to(dev), y.to(dev), eps, 2.5 * eps / steps, steps, 6.0)
     t_ours, t_ref = [], []
     for _ in range(rounds):
         _sync(dev); t0 = time.perf_counter()
         finetune(ours, loader, method="trades", attack=f"pgd:eps=8/255,steps={steps}", epochs=1, progress=False, amp=amp,
-                 channels_last=channels_last)
+                 channels_last=channels_last, compile=compile)
         _sync(dev); t_ours.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for x, y in loader: reference_trades_step(ref, opt, x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), eps, 2.5 * eps / steps, steps, 6.0)
@@ -116,6 +118,30 @@ def part_trades(dev, dry: bool) -> list[dict]:
                          result=f"x{ours / ref:.2f} ({ours:.0f} vs {ref:.0f} img/s)", target=">= x1.3" if dev.type == "cuda" else ">= x1.0",
                          ok=None if dry else ours / ref >= (1.3 if dev.type == "cuda" else 1.0)))
     return rows
+
+
+def part_variants(dev, dry: bool) -> list[dict]:
+    "(b) again with torch.compile (default mode, and CUDA graphs through 'reduce-overhead') and with batch 512; a failing variant is one row."
+    from robust_prune.finetune import _resolve_amp
+    amp = _resolve_amp("auto", dev) or "fp32"
+    variants = [(128, False), (128, True), (128, "reduce-overhead"), (512, False), (512, True)]
+    if dry: variants = [(16, False), (16, True)]
+    rows = []
+    for batch, comp in variants:
+        how = f"amp {amp}" + ("" if comp is False else ", torch.compile" + ("" if comp is True else f" mode={comp}"))
+        what = (f"TRADES step, digits_resnet (dry), batch {batch}, PGD-2: finetune ({how}) vs reference (fp32)" if dry else
+                f"TRADES step, ResNet-18, batch {batch}, PGD-10 (KL), 3x32x32: finetune ({how}) vs reference (fp32)")
+        try:
+            t0 = time.time()
+            if dry: ours, ref = trades_throughput(dev, "digits_resnet", batch=batch, batches=2, rounds=1, steps=2, compile=comp)
+            else: ours, ref = trades_throughput(dev, batch=batch, batches=max(8, 4096 // batch), rounds=2, compile=comp)
+            rows.append(dict(what=what, result=f"x{ours / ref:.2f} ({ours:.0f} vs {ref:.0f} img/s; {time.time() - t0:.0f} s with warm-up)",
+                             target=">= x1.3" if dev.type == "cuda" else ">= x1.0",
+                             ok=None if dry else ours / ref >= (1.3 if dev.type == "cuda" else 1.0)))
+        except Exception as e:  # noqa: BLE001 - one variant's failure is a row, not the end of the part
+            rows.append(dict(what=what, result=f"{NOT} ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})", target="", ok=None))
+        print("ROW " + json.dumps(rows[-1]), flush=True)
+    return []
 
 
 # ---------------------------------------------------------------- (c) pruned vs dense latency
@@ -175,9 +201,9 @@ def part_tests(dev, dry: bool) -> list[dict]:
                  result=last.strip("= "), target="all pass", ok=ok)]
 
 
-PARTS = {"tests": (part_tests, 100), "trades": (part_trades, 150), "latency": (part_latency, 60),
+PARTS = {"tests": (part_tests, 100), "trades": (part_trades, 150), "variants": (part_variants, 420), "latency": (part_latency, 60),
          "ddp": (part_ddp, 100), "mrs": (part_mrs, 100)}
-TITLES = {"mrs": "(a) full MRS", "trades": "(b) TRADES throughput", "latency": "(c) pruned latency", "ddp": "(d) DDP epoch",
+TITLES = {"mrs": "(a) full MRS", "trades": "(b) TRADES throughput", "variants": "(b') TRADES: compile, batch 512", "latency": "(c) pruned latency", "ddp": "(d) DDP epoch",
           "tests": "(e) CUDA tests"}
 
 
@@ -194,8 +220,10 @@ def run_part(name: str, device: str, dry: bool) -> list[dict]:
     cmd = [sys.executable, __file__, "--part", name, "--device", device] + (["--dry"] if dry else [])
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=_env())
-    except subprocess.TimeoutExpired:
-        return [dict(what=TITLES[name], result=f"{NOT} (over its {limit} s limit)", target="", ok=None)]
+    except subprocess.TimeoutExpired as e:  # the rows it printed before the limit are kept
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        done = [json.loads(l[4:]) for l in out.splitlines() if l.startswith("ROW ")]
+        return done + [dict(what=TITLES[name], result=f"{NOT} (over its {limit} s limit)", target="", ok=None)]
     lines = [l for l in res.stdout.splitlines() if l.startswith("ROW ")]
     if res.returncode != 0 or not lines:
         err = (res.stderr.strip().splitlines() or ["no output"])[-1][:160]
@@ -215,7 +243,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry", action="store_true", help="tiny versions of every part, on the CPU (seconds, not minutes)")
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    p.add_argument("--parts", default="tests,trades,latency,ddp,mrs", help="comma-separated: " + ",".join(PARTS))
+    p.add_argument("--parts", default="tests,trades,variants,latency,ddp,mrs", help="comma-separated: " + ",".join(PARTS))
     p.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: run one part in this process
     a = p.parse_args(argv)
     import torch
@@ -232,7 +260,7 @@ def main(argv=None) -> int:
     header = (f"gpu_check{' --dry' if a.dry else ''} on {name}, torch {torch.__version__}, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
     rows, t0 = [], time.time()
-    for n in ["mrs", "trades", "latency", "ddp", "tests"]:
+    for n in ["mrs", "trades", "variants", "latency", "ddp", "tests"]:
         if n not in names: continue
         t = time.time()
         got = run_part(n, device, a.dry)

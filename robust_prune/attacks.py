@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 import torch
@@ -14,129 +14,14 @@ import torch.nn as nn
 import torchattacks
 from torchattacks.attack import Attack
 
-from .core import Record, canonical, patch, seeded
+from .config import (AA_ITERATIONS, AA_SQUARE_QUERIES, AA_TARGET_CLASSES, ATTACKS, DEFAULT_STEPS, AttackSpec,
+                                 format_pixels, parse_number)
+from .core import canonical, seeded
 from .models import input_shape_of
 
 # %% auto #0
-__all__ = ['ATTACKS', 'AA_ITERATIONS', 'AA_SQUARE_QUERIES', 'AA_TARGET_CLASSES', 'DEFAULT_STEPS', 'parse_number', 'format_pixels',
-           'AttackSpec', 'num_classes_of', 'build_attack', 'check_batch', 'recorded_input_shape', 'check_inputs',
-           'restore_modes', 'perturb', 'AdversarialBatch', 'accuracy', 'adversarial_batch', 'robust_accuracy']
-
-# %% ../nbs/02_attacks.ipynb #f7c4674e
-ATTACKS: dict[str, str] = {
-    "fgsm": "Linf", "pgd": "Linf", "pgd-l2": "L2", "tpgd": "Linf", "apgd": "Linf", "cw": "L2",
-    "autoattack": "Linf", "apgd-ce+apgd-t": "Linf", "square": "Linf", "none": "Linf",
-}
-_ALIASES = {"pgd-linf": "pgd", "pgdl2": "pgd-l2", "aa": "autoattack", "clean": "none", "trades": "tpgd",
-            "apgd-ce+t": "apgd-ce+apgd-t"}
-_EITHER_NORM = ("apgd", "autoattack", "apgd-ce+apgd-t", "square")  # attacks that run in Linf or L2
-
-AA_ITERATIONS = 100  # APGD and FAB iterations of the reference AutoAttack
-AA_SQUARE_QUERIES = 5000  # queries of its Square attack
-AA_TARGET_CLASSES = 9  # target classes of APGD-T and FAB-T (fewer when the model has fewer other classes)
-DEFAULT_STEPS = {"autoattack": AA_ITERATIONS, "apgd-ce+apgd-t": AA_ITERATIONS, "square": AA_SQUARE_QUERIES}  # others: 10
-
-def parse_number(text: str | float | int) -> float:
-    "A float from a number or a fraction string such as `'8/255'` (no `eval`)."
-    if isinstance(text, (int, float)): return float(text)
-    s = str(text).strip()
-    try:
-        if "/" in s:
-            num, den = s.split("/")
-            return float(num) / float(den)
-        return float(s)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"Cannot read {text!r} as a number (write e.g. 0.03 or 8/255).") from None
-
-def format_pixels(eps: float) -> str:
-    "A budget printed exactly: a short decimal when one is exact (`0.1`), else `8/255` for whole multiples of 1/255, else every digit."
-    eps = float(eps)
-    short = f"{eps:g}"
-    if float(short) == eps: return short
-    k = eps * 255
-    if 0 < eps < 1 and round(k) >= 1 and abs(k - round(k)) < 1e-9: return f"{round(k)}/255"
-    return repr(eps)
-
-# %% ../nbs/02_attacks.ipynb #13d35ae0
-@dataclass(frozen=True)
-class AttackSpec(Record):
-    "What attack to run and with which budget; images are in [0, 1], so `eps` is in pixel units (8/255 style)."
-    name: str = "pgd"  # fgsm, pgd, pgd-l2, tpgd, apgd, cw, autoattack, apgd-ce+apgd-t, square or none
-    eps: float = 8 / 255  # perturbation budget in the attack's norm (pixel units); cw: L2 budget, 0 = unbounded
-    alpha: float | None = None  # step size; default 2.5 * eps / steps (fgsm: eps)
-    steps: int | None = None  # iterations (default 10; autoattack, apgd-ce+apgd-t: 100; square: queries, 5000; fgsm: ignored)
-    norm: str | None = None  # Linf or L2; default: the attack's own (pgd-l2 and cw are L2)
-    random_start: bool = True  # start PGD from a random point in the eps-ball
-    c: float = 1.0  # cw: weight of the classification term
-    kappa: float = 0.0  # cw: confidence margin
-    lr: float = 0.01  # cw: Adam learning rate
-
-    def __post_init__(self):
-        name = canonical(str(self.name).strip())
-        name = _ALIASES.get(name, name)
-        if name not in ATTACKS:
-            raise ValueError(f"Unknown attack {self.name!r}; choose one of: {', '.join(ATTACKS)}.")
-        eps = parse_number(self.eps)
-        if not math.isfinite(eps) or eps < 0: raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}.")
-        if name not in ("cw", "none") and eps == 0: raise ValueError(f"{name} needs eps > 0 (got 0); use name='none' for clean accuracy.")
-        steps = DEFAULT_STEPS.get(name, 10) if self.steps is None else self.steps
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
-        norm = self.norm or ATTACKS[name]
-        norm = {"linf": "Linf", "inf": "Linf", "l2": "L2"}.get(str(norm).lower(), norm)
-        if norm not in ("Linf", "L2"): raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
-        if name in ("fgsm", "pgd", "tpgd", *_EITHER_NORM) and norm == "Linf" and eps > 1:  # any spelling of Linf
-            raise ValueError(f"eps={eps:g} is larger than the whole [0, 1] pixel range; write budgets like 8/255.")
-        if name in ("fgsm", "pgd", "tpgd") and norm != "Linf": raise ValueError(f"{name} is an Linf attack; use pgd-l2 for L2.")
-        if name in ("pgd-l2", "cw") and norm != "L2": raise ValueError(f"{name} is an L2 attack.")
-        alpha = None if self.alpha is None else parse_number(self.alpha)
-        if alpha is not None and not (alpha > 0 and math.isfinite(alpha)): raise ValueError(f"alpha must be > 0, got {self.alpha!r}.")
-        if self.c <= 0 or self.lr <= 0 or self.kappa < 0: raise ValueError("cw needs c > 0, lr > 0 and kappa >= 0.")
-        for k, v in dict(name=name, eps=eps, alpha=alpha, steps=int(steps), norm=norm).items():
-            object.__setattr__(self, k, v)
-
-    @property
-    def step_size(self) -> float:
-        "The step size actually used: `alpha`, or the default for this attack."
-        if self.alpha is not None: return self.alpha
-        return self.eps if self.name == "fgsm" else 2.5 * self.eps / self.steps
-
-    @property
-    def is_standard_autoattack(self) -> bool:
-        "True only for AutoAttack with the reference's iterations (what RobustBench reports)."
-        return self.name == "autoattack" and self.steps == AA_ITERATIONS
-
-    def __str__(self) -> str: return self.label
-
-# %% ../nbs/02_attacks.ipynb #47c9005e
-@patch(as_prop=True)
-def label(self: AttackSpec) -> str:
-    "A short name for tables, e.g. `PGD-10 (Linf, 8/255)`; only the standard AutoAttack is called `AutoAttack`."
-    if self.name == "none": return "clean"
-    aa = "AutoAttack" if self.is_standard_autoattack else f"non-standard AutoAttack-{self.steps}"
-    base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "pgd-l2": f"PGD-{self.steps}", "tpgd": f"TPGD-{self.steps}",
-            "apgd": f"APGD-{self.steps}", "cw": f"CW-{self.steps}", "autoattack": aa,
-            "apgd-ce+apgd-t": f"APGD-CE+APGD-T-{self.steps}", "square": f"Square-{self.steps}"}[self.name]
-    if self.name == "cw" and self.eps == 0: return f"{base} (L2, unbounded)"
-    return f"{base} ({self.norm}, {format_pixels(self.eps)})"
-
-
-@patch(cls_method=True)
-def parse(cls: AttackSpec, text: "str | AttackSpec | dict") -> "AttackSpec":
-    "Read `'pgd'`, `'pgd:eps=8/255,steps=20'` or `'cw:c=0.5,steps=100'` (also accepts a spec or a dict)."
-    if isinstance(text, AttackSpec): return text
-    if isinstance(text, dict): return cls.from_dict(text)
-    name, _, rest = str(text).partition(":")
-    kw: dict = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep: raise ValueError(f"Attack option {part!r} in {text!r} is not of the form key=value.")
-        if key in ("steps",): kw[key] = int(parse_number(value))
-        elif key == "random_start": kw[key] = value.strip().lower() in ("1", "true", "yes")
-        elif key == "norm": kw[key] = value.strip()
-        elif key in {f.name for f in fields(cls)} - {"name"}: kw[key] = parse_number(value)
-        else: raise ValueError(f"Unknown attack option {key!r} in {text!r}.")
-    return cls(name.strip(), **kw)
+__all__ = ['num_classes_of', 'build_attack', 'check_batch', 'recorded_input_shape', 'check_inputs', 'restore_modes', 'perturb',
+           'AdversarialBatch', 'accuracy', 'adversarial_batch', 'robust_accuracy']
 
 # %% ../nbs/02_attacks.ipynb #9ff60b00
 def num_classes_of(model: nn.Module) -> int:

@@ -12,7 +12,8 @@ from argparse import SUPPRESS
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CLIError', 'build_parser', 'cmd_train', 'cmd_evaluate', 'config_from_args', 'cmd_run', 'cmd_mrs', 'main']
+__all__ = ['CLIError', 'build_parser', 'cmd_train', 'cmd_evaluate', 'config_from_args', 'cmd_run', 'smoke_config', 'cmd_mrs',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #ecde04d2
 class CLIError(Exception):
@@ -43,7 +44,8 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     p.add_argument("--data-root", default=S, help="folder holding the data set files (default: $ROBUST_PRUNE_DATA or ./data)")
     p.add_argument("--download", action="store_true", default=S, help="download the data set if its files are missing")
     p.add_argument("--size", type=int, default=S, help="resize images to SIZE pixels (the input of a model trained here; digits: 8, 16 or 32)")
-    p.add_argument("--batch-size", type=int, default=S, help="batch size (default 128)")
+    p.add_argument("--batch-size", type=int, default=S, help="batch size (default 128; per process under torchrun)")
+    p.add_argument("--train-samples", type=int, default=S, help="train and fine-tune on this many training samples, a fixed random subset (default: all)")
     p.add_argument("--mrs-method", default=S, help="mrs (full metric, default), rewind, noise, worst or taylor")
     p.add_argument("--mrs-attack", default=S, help="attack making the fixed adversarial batch (default: PGD-10 at the data set's eps)")
     p.add_argument("--mrs-samples", type=int, default=S, help="size of the fixed adversarial batch (default 256)")
@@ -113,6 +115,8 @@ def _run_parser(sub) -> None:
     r.add_argument("--checkpoint-steps", type=int, default=SUPPRESS,
                    help="fine-tuning checkpoints also every this many batches inside an epoch (default 100)")
     r.add_argument("--fresh", action="store_true", help="remove the stages a previous run left in --out and start over")
+    r.add_argument("--smoke", action="store_true", help="check the config before a long job: every stage, tiny (64 training "
+                   "images, 1 epoch each, Taylor MRS on 16 images, PGD-2 on 16 test images), into OUT-smoke unless --out is given")
 
 def _mrs_parser(sub) -> None:
     "The `mrs` command's options."
@@ -137,16 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/10_cli.ipynb #8c03e47b
 def _device(name: str | None):
-    from robust_prune.core import pick_device
-    try: return pick_device(name)
+    from robust_prune.core import process_device
+    try: return process_device(name)
     except ValueError as e: raise CLIError(str(e)) from None
 
 def _check_import(arch: str, allowed: bool, where: str = "") -> None:
     "A `module:function` architecture is imported and called only with --allow-import."
-    from robust_prune.models import imports_code
+    from robust_prune.config import imports_code
     if imports_code(arch) and not allowed:
         raise CLIError(f"The architecture {arch!r}{where} imports module {arch.partition(':')[0]!r} and calls its function: "
                        "pass --allow-import if you trust that code.")
+
+def _main_process() -> bool:
+    "Whether this process prints and writes: always, except on the ranks other than 0 of a torchrun job (joined here)."
+    from robust_prune.core import init_distributed, is_main_process
+    init_distributed()
+    return is_main_process()
 
 def _checkpoint_arch(path: str) -> str:
     "The architecture a checkpoint file records (read as plain data; nothing is imported)."
@@ -173,13 +183,15 @@ def cmd_train(args) -> int:
     from robust_prune.models import create_model, save_checkpoint
     from robust_prune.finetune import finetune
     _check_import(args.arch, args.allow_import)
+    main = _main_process()
     dls = get_loaders(args.dataset, batch_size=args.batch_size, root=args.data_root, download=args.download, size=args.size, seed=args.seed)
     model = create_model(args.arch, dls.info, seed=args.seed).to(_device(args.device))
     hist = finetune(model, dls.train, dls.test, method=args.method, attack=args.attack, epochs=args.epochs, lr=args.lr,
                     schedule="onecycle", seed=args.seed)
-    print(hist)
-    save_checkpoint(model, out, dataset=args.dataset, history=hist.to_dict())
-    print(f"saved {out}")
+    if main:
+        print(hist)
+        save_checkpoint(model, out, dataset=args.dataset, history=hist.to_dict())
+        print(f"saved {out}")
     return 0
 
 def cmd_evaluate(args) -> int:
@@ -193,6 +205,7 @@ def cmd_evaluate(args) -> int:
     from robust_prune.core import atomic_write, provenance
     from robust_prune.data import dataset_info
     dataset_info(args.dataset)  # unknown names fail here, with the list of known ones
+    main = _main_process()
     dev = _device(args.device)
     if args.checkpoint is None:
         if args.dataset != "digits": raise CLIError(f"Pass --checkpoint for {args.dataset}; only digits has a built-in model.")
@@ -207,9 +220,10 @@ def cmd_evaluate(args) -> int:
                       channels=model.arch_config["input_shape"][0], seed=args.seed)
     eps = dataset_info(args.dataset).eps
     attacks = [AttackSpec.parse(a) for a in args.attack] if args.attack else default_attacks(eps)
-    report = evaluate(model, dls.test, attacks, name=name, max_samples=args.max_samples, seed=args.seed)
-    print(report)
+    report = evaluate(model, dls.test, attacks, name=name, max_samples=args.max_samples, seed=args.seed, progress=main)
     sanity = _sanity(model, dls.test, attacks, eps, args) if args.sanity else None
+    if not main: return 0
+    print(report)
     if sanity is not None: print(sanity)
     if args.json:
         out = report.to_dict() | ({"sanity": sanity.to_dict()} if sanity else {}) | {"provenance": provenance(dev, args.seed)}
@@ -231,7 +245,7 @@ def _sanity(model, test, attacks, eps: float, args):
     return sanity_checks(model, torch.cat(xs)[:n], torch.cat(ys)[:n], eps, norm=norm, seed=args.seed)
 
 # %% ../nbs/10_cli.ipynb #a2988338
-_NOT_CONFIG = {"command", "config", "quiet", "compare", "per_layer", "json", "html", "fresh"}
+_NOT_CONFIG = {"command", "config", "quiet", "compare", "per_layer", "json", "html", "fresh", "smoke"}
 
 def config_from_args(args: argparse.Namespace):
     "The `MRPFConfig` of a `run` or `mrs` command: the --config file, overridden by the options given."
@@ -251,11 +265,7 @@ def config_from_args(args: argparse.Namespace):
         if Path(d["checkpoint"]).is_file(): _check_import(_checkpoint_arch(d["checkpoint"]), allowed, f" of '{d['checkpoint']}'")
     else:
         arch, dataset = d.get("arch", "digits_resnet"), d.get("dataset", "digits")
-        if "arch" in d:
-            _check_import(arch, allowed)
-            from robust_prune.models import _arch_key
-            try: _arch_key(arch)  # an unknown name is said as such, before asking how to get weights for it
-            except ValueError as e: raise CLIError(str(e)) from None
+        if "arch" in d: _check_import(arch, allowed)  # (an unknown name was said as such by check_settings)
         demo = canonical(dataset) == "digits" and canonical(arch) == "digits-resnet"
         if not demo and not d.get("train_epochs"):
             raise CLIError(f"Pass --checkpoint (a model trained with robust-prune train) or --train-epochs N to train {arch} "
@@ -272,16 +282,35 @@ def cmd_run(args) -> int:
         if a.endswith(".json") and not Path(a).is_file(): raise CLIError(f"Allocation file not found: '{a}'.")
         if not a.endswith(".json") and a != "mrs": one_of("rule", a, "--compare")
     config = config_from_args(args)
+    if args.smoke: config = smoke_config(config, out_given="output_dir" in vars(args))
     from robust_prune.pipeline import compare
-    result = compare(config, names, resume=not args.fresh)
-    print(result)
-    print(f"artefacts in {result.output_dir}/ (report.md, report.json, allocations, pruned checkpoints, plots)")
+    result = compare(config, names, resume=not args.fresh)  # under torchrun: every rank runs it, rank 0 writes
+    if _main_process():
+        print(result)
+        print(f"artefacts in {result.output_dir}/ (report.md, report.json, allocations, pruned checkpoints, plots)")
     return 0
+
+def smoke_config(config, out_given: bool = False):
+    "`config` made tiny for `run --smoke`: every stage of the same protocol (network, data, budget, rule, losses), in minutes on a CPU."
+    from dataclasses import replace
+    from robust_prune.config import MRPFConfig
+    mrs, train, ev = config.attacks()
+    short = lambda s: f"{s.name}:eps={s.eps!r},steps=2,norm={s.norm}"
+    fast_eval = replace(ev[0], name="pgd" if ev[0].norm == "Linf" else "pgd-l2", steps=2, alpha=None)
+    tiny = MRPFConfig.from_dict({**config.to_dict(), "train_samples": min(64, config.train_samples or 64),
+                                 "train_epochs": min(1, config.train_epochs), "epochs": 1, "checkpoint_steps": None,
+                                 "mrs_method": "taylor", "mrs_samples": 16, "mrs_attack": short(mrs), "train_attack": short(train),
+                                 "eval_attacks": [short(fast_eval)], "eval_samples": 16,
+                                 "output_dir": config.output_dir if out_given else f"{config.output_dir}-smoke"})
+    if _main_process(): print(f"Smoke run of {config.arch} on {config.dataset}: {tiny.train_samples} training images, {tiny.train_epochs} training "
+                              f"and 1 fine-tuning epoch, Taylor MRS on 16 images, PGD-2 on 16 test images; into '{tiny.output_dir}'.", file=sys.stderr)
+    return tiny
 
 def cmd_mrs(args) -> int:
     "`robust-prune mrs`."
     json_out, html_out = (_writable(p, f) if p else None for p, f in ((args.json, "--json"), (args.html, "--html")))  # fail before the slow part
     config = config_from_args(args)
+    main = _main_process()
     from robust_prune.pipeline import load_model, load_data
     from robust_prune.attacks import adversarial_batch
     from robust_prune.mrs import compute_mrs
@@ -291,7 +320,8 @@ def cmd_mrs(args) -> int:
     attack = config.attacks()[0]
     batch = adversarial_batch(model, dls.test.dataset, attack, n=config.mrs_samples, seed=config.seed)
     report = compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, per_layer=args.per_layer,
-                         seed=config.seed, progress=config.progress)
+                         seed=config.seed, progress=config.progress and main)
+    if not main: return 0
     print(report)
     if json_out: atomic_write(json_out, json.dumps(report.to_dict() | {"provenance": provenance(next(model.parameters()).device, config.seed)}, indent=2))
     if html_out: report.plot().write_html(html_out, include_plotlyjs="cdn")
@@ -303,16 +333,16 @@ def _flags(command: str) -> dict[str, str]:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     return {a.dest: max(a.option_strings, key=len) for a in sub._actions if a.option_strings}
 
-_SAME_RANGE = {"max_samples": "eval_samples"}  # options of train / evaluate checked as the setting they stand for
+_STANDS_FOR = {"train": {"attack": "train_attack"}, "evaluate": {"attack": "eval_attacks", "max_samples": "eval_samples"}}  # options of
+# train / evaluate checked as the setting they stand for
 
 def _check_options(args) -> None:
     "Every option of any command that stands for a setting checked as that setting (`config.check_settings`: types, ranges, names, files), before anything heavy is imported."
     from dataclasses import fields
     from robust_prune.config import MRPFConfig, check_settings
     known = {f.name for f in fields(MRPFConfig)}
-    flags = _flags(args.command)
-    given = {_SAME_RANGE.get(k, k): (v, flags.get(k, k)) for k, v in vars(args).items()
-             if v is not None and _SAME_RANGE.get(k, k) in known}
+    flags, same = _flags(args.command), _STANDS_FOR.get(args.command, {})
+    given = {same.get(k, k): (v, flags.get(k, k)) for k, v in vars(args).items() if v is not None and same.get(k, k) in known}
     check_settings({k: v for k, (v, _) in given.items()}, {k: flag for k, (_, flag) in given.items()})
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,3 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         again = "; re-run the same command to resume" if args.command == "run" else ""
         print(f"robust-prune {args.command}: interrupted{again}", file=sys.stderr)
         return 130
+
+# %% ../nbs/10_cli.ipynb #85786fe7
+def _run_as_script() -> bool:
+    "True when this module runs as `python -m robust_prune.cli` (e.g. under torchrun), not inside a notebook kernel."
+    import builtins
+    return __name__ == "__main__" and not hasattr(builtins, "__IPYTHON__")
+
+if _run_as_script(): sys.exit(main())

@@ -12,7 +12,9 @@ from pathlib import Path
 from .core import Record, canonical, patch, read_json
 
 # %% auto #0
-__all__ = ['RANGES', 'NAMES', 'MRPFConfig', 'check_setting', 'check_settings', 'one_of', 'read_settings']
+__all__ = ['ATTACKS', 'AA_ITERATIONS', 'AA_SQUARE_QUERIES', 'AA_TARGET_CLASSES', 'DEFAULT_STEPS', 'RANGES', 'NAMES', 'ARCH_NAMES',
+           'REGISTERED_ARCHS', 'MRPFConfig', 'parse_number', 'format_pixels', 'AttackSpec', 'check_setting',
+           'check_settings', 'one_of', 'arch_key', 'imports_code', 'read_settings']
 
 # %% ../nbs/00b_config.ipynb #cd7870c3
 @dataclass
@@ -28,6 +30,7 @@ class MRPFConfig(Record):
     download: bool = False  # download missing data files
     size: int | None = None  # resize images (default: the data set's size)
     batch_size: int = 128  # training / evaluation batch size
+    train_samples: int | None = None  # train and fine-tune on this many training samples, a fixed random subset (None: all)
     sparsity: float = 0.7  # share of the prunable parameters (or MACs) to remove, in [0, 1)
     target_of: str = "params"  # params or macs
     rule: str = "per-param"  # MRS allocation rule: inverse, per-param, rank, softmax (or uniform, param)
@@ -59,9 +62,125 @@ class MRPFConfig(Record):
 
     def __post_init__(self): self.validate()
 
+# %% ../nbs/00b_config.ipynb #f7c4674e
+ATTACKS: dict[str, str] = {
+    "fgsm": "Linf", "pgd": "Linf", "pgd-l2": "L2", "tpgd": "Linf", "apgd": "Linf", "cw": "L2",
+    "autoattack": "Linf", "apgd-ce+apgd-t": "Linf", "square": "Linf", "none": "Linf",
+}
+_ALIASES = {"pgd-linf": "pgd", "pgdl2": "pgd-l2", "aa": "autoattack", "clean": "none", "trades": "tpgd",
+            "apgd-ce+t": "apgd-ce+apgd-t"}
+_EITHER_NORM = ("apgd", "autoattack", "apgd-ce+apgd-t", "square")  # attacks that run in Linf or L2
+
+AA_ITERATIONS = 100  # APGD and FAB iterations of the reference AutoAttack
+AA_SQUARE_QUERIES = 5000  # queries of its Square attack
+AA_TARGET_CLASSES = 9  # target classes of APGD-T and FAB-T (fewer when the model has fewer other classes)
+DEFAULT_STEPS = {"autoattack": AA_ITERATIONS, "apgd-ce+apgd-t": AA_ITERATIONS, "square": AA_SQUARE_QUERIES}  # others: 10
+
+def parse_number(text: str | float | int) -> float:
+    "A float from a number or a fraction string such as `'8/255'` (no `eval`)."
+    if isinstance(text, (int, float)): return float(text)
+    s = str(text).strip()
+    try:
+        if "/" in s:
+            num, den = s.split("/")
+            return float(num) / float(den)
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"Cannot read {text!r} as a number (write e.g. 0.03 or 8/255).") from None
+
+def format_pixels(eps: float) -> str:
+    "A budget printed exactly: a short decimal when one is exact (`0.1`), else `8/255` for whole multiples of 1/255, else every digit."
+    eps = float(eps)
+    short = f"{eps:g}"
+    if float(short) == eps: return short
+    k = eps * 255
+    if 0 < eps < 1 and round(k) >= 1 and abs(k - round(k)) < 1e-9: return f"{round(k)}/255"
+    return repr(eps)
+
+# %% ../nbs/00b_config.ipynb #13d35ae0
+@dataclass(frozen=True)
+class AttackSpec(Record):
+    "What attack to run and with which budget; images are in [0, 1], so `eps` is in pixel units (8/255 style)."
+    name: str = "pgd"  # fgsm, pgd, pgd-l2, tpgd, apgd, cw, autoattack, apgd-ce+apgd-t, square or none
+    eps: float = 8 / 255  # perturbation budget in the attack's norm (pixel units); cw: L2 budget, 0 = unbounded
+    alpha: float | None = None  # step size; default 2.5 * eps / steps (fgsm: eps)
+    steps: int | None = None  # iterations (default 10; autoattack, apgd-ce+apgd-t: 100; square: queries, 5000; fgsm: ignored)
+    norm: str | None = None  # Linf or L2; default: the attack's own (pgd-l2 and cw are L2)
+    random_start: bool = True  # start PGD from a random point in the eps-ball
+    c: float = 1.0  # cw: weight of the classification term
+    kappa: float = 0.0  # cw: confidence margin
+    lr: float = 0.01  # cw: Adam learning rate
+
+    def __post_init__(self):
+        name = canonical(str(self.name).strip())
+        name = _ALIASES.get(name, name)
+        if name not in ATTACKS:
+            raise ValueError(f"Unknown attack {self.name!r}; choose one of: {', '.join(ATTACKS)}.")
+        eps = parse_number(self.eps)
+        if not math.isfinite(eps) or eps < 0: raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}.")
+        if name not in ("cw", "none") and eps == 0: raise ValueError(f"{name} needs eps > 0 (got 0); use name='none' for clean accuracy.")
+        steps = DEFAULT_STEPS.get(name, 10) if self.steps is None else self.steps
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
+        norm = self.norm or ATTACKS[name]
+        norm = {"linf": "Linf", "inf": "Linf", "l2": "L2"}.get(str(norm).lower(), norm)
+        if norm not in ("Linf", "L2"): raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
+        if name in ("fgsm", "pgd", "tpgd", *_EITHER_NORM) and norm == "Linf" and eps > 1:  # any spelling of Linf
+            raise ValueError(f"eps={eps:g} is larger than the whole [0, 1] pixel range; write budgets like 8/255.")
+        if name in ("fgsm", "pgd", "tpgd") and norm != "Linf": raise ValueError(f"{name} is an Linf attack; use pgd-l2 for L2.")
+        if name in ("pgd-l2", "cw") and norm != "L2": raise ValueError(f"{name} is an L2 attack.")
+        alpha = None if self.alpha is None else parse_number(self.alpha)
+        if alpha is not None and not (alpha > 0 and math.isfinite(alpha)): raise ValueError(f"alpha must be > 0, got {self.alpha!r}.")
+        if self.c <= 0 or self.lr <= 0 or self.kappa < 0: raise ValueError("cw needs c > 0, lr > 0 and kappa >= 0.")
+        for k, v in dict(name=name, eps=eps, alpha=alpha, steps=int(steps), norm=norm).items():
+            object.__setattr__(self, k, v)
+
+    @property
+    def step_size(self) -> float:
+        "The step size actually used: `alpha`, or the default for this attack."
+        if self.alpha is not None: return self.alpha
+        return self.eps if self.name == "fgsm" else 2.5 * self.eps / self.steps
+
+    @property
+    def is_standard_autoattack(self) -> bool:
+        "True only for AutoAttack with the reference's iterations (what RobustBench reports)."
+        return self.name == "autoattack" and self.steps == AA_ITERATIONS
+
+    def __str__(self) -> str: return self.label
+
+# %% ../nbs/00b_config.ipynb #47c9005e
+@patch(as_prop=True)
+def label(self: AttackSpec) -> str:
+    "A short name for tables, e.g. `PGD-10 (Linf, 8/255)`; only the standard AutoAttack is called `AutoAttack`."
+    if self.name == "none": return "clean"
+    aa = "AutoAttack" if self.is_standard_autoattack else f"non-standard AutoAttack-{self.steps}"
+    base = {"fgsm": "FGSM", "pgd": f"PGD-{self.steps}", "pgd-l2": f"PGD-{self.steps}", "tpgd": f"TPGD-{self.steps}",
+            "apgd": f"APGD-{self.steps}", "cw": f"CW-{self.steps}", "autoattack": aa,
+            "apgd-ce+apgd-t": f"APGD-CE+APGD-T-{self.steps}", "square": f"Square-{self.steps}"}[self.name]
+    if self.name == "cw" and self.eps == 0: return f"{base} (L2, unbounded)"
+    return f"{base} ({self.norm}, {format_pixels(self.eps)})"
+
+
+@patch(cls_method=True)
+def parse(cls: AttackSpec, text: "str | AttackSpec | dict") -> "AttackSpec":
+    "Read `'pgd'`, `'pgd:eps=8/255,steps=20'` or `'cw:c=0.5,steps=100'` (also accepts a spec or a dict)."
+    if isinstance(text, AttackSpec): return text
+    if isinstance(text, dict): return cls.from_dict(text)
+    name, _, rest = str(text).partition(":")
+    kw: dict = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep: raise ValueError(f"Attack option {part!r} in {text!r} is not of the form key=value.")
+        if key in ("steps",): kw[key] = int(parse_number(value))
+        elif key == "random_start": kw[key] = value.strip().lower() in ("1", "true", "yes")
+        elif key == "norm": kw[key] = value.strip()
+        elif key in {f.name for f in fields(cls)} - {"name"}: kw[key] = parse_number(value)
+        else: raise ValueError(f"Unknown attack option {key!r} in {text!r}.")
+    return cls(name.strip(), **kw)
+
 # %% ../nbs/00b_config.ipynb #89f4f430
 RANGES = {  # the allowed values of every numeric setting
-    "train_epochs": ">= 0", "epochs": ">= 0", "size": ">= 4", "batch_size": ">= 1", "mrs_samples": ">= 1",
+    "train_epochs": ">= 0", "epochs": ">= 0", "size": ">= 4", "batch_size": ">= 1", "train_samples": ">= 1", "mrs_samples": ">= 1",
     "prune_steps": ">= 1", "round_to": ">= 1", "checkpoint_steps": ">= 1", "eval_samples": ">= 1", "min_channels": ">= 1",
     "sparsity": "[0, 1)", "r_min": "[0, 1)", "r_max": "[0, 1)", "gamma": "> 0", "temperature": "> 0", "lr": "> 0", "beta": ">= 0",
 }
@@ -122,6 +241,11 @@ def check_settings(
     if lo > hi: raise ValueError(f"{labels.get('r_min', 'r_min')} ({lo}) must not exceed {labels.get('r_max', 'r_max')} ({hi}).")
     if out.get("checkpoint") is not None and not Path(out["checkpoint"]).is_file():
         raise ValueError(f"Checkpoint file not found: '{out['checkpoint']}'.")
+    if out.get("arch") is not None: arch_key(out["arch"], labels.get("arch"))
+    for k in ("mrs_attack", "train_attack", "eval_attacks"):
+        for spec in ([out[k]] if isinstance(out.get(k), str) else out.get(k) or []):
+            try: AttackSpec.parse(spec)
+            except ValueError as e: raise ValueError(f"{labels.get(k, k)}: {e}") from None
     return out
 
 # %% ../nbs/00b_config.ipynb #414e551b
@@ -152,21 +276,37 @@ def one_of(
         raise ValueError(f"Unknown {what} {value!r}{named}; choose one of: {', '.join(names)}.")
     return key
 
+ARCH_NAMES = ("resnet18", "resnet50", "vgg16_bn", "mobilevit_xs", "digits_resnet")  # the built-in architectures
+REGISTERED_ARCHS: set[str] = set()  # names added by `models.register_architecture`
+
+def arch_key(
+    arch: str,  # an architecture as typed
+    label: str | None = None,  # how the message names the option (e.g. `--arch`)
+) -> str:
+    "The registry key of `arch`: a built-in name in any case and - / _ spelling (`vgg16` is `vgg16_bn`); registered names and `torchvision:NAME` / `timm:NAME` / `module:function` as given; else a one-line ValueError."
+    a = str(arch)
+    if ":" in a or a in REGISTERED_ARCHS: return a
+    key = a.lower().replace("-", "_")
+    key = {"vgg16": "vgg16_bn"}.get(key, key)
+    if key not in ARCH_NAMES:
+        named = f" ({label})" if label else ""
+        raise ValueError(f"Unknown architecture {arch!r}{named}; choose one of: {', '.join((*ARCH_NAMES, *sorted(REGISTERED_ARCHS)))}, "
+                         "or torchvision:NAME, timm:NAME, module:function.")
+    return key
+
+def imports_code(arch: str) -> bool:
+    "Whether building `arch` imports a module it names and calls a function of it (a `module:function` spec, not registered)."
+    a = str(arch)
+    return a not in REGISTERED_ARCHS and ":" in a and a.partition(":")[0] not in ("torchvision", "timm")
+
 # %% ../nbs/00b_config.ipynb #ba10f6cf
 @patch
 def validate(self: MRPFConfig) -> "MRPFConfig":
-    "Raise a one-line ValueError for any bad setting: types, ranges, names and files first (no torch needed), then the architecture and attack specs."
+    "Raise a one-line ValueError for any bad setting (`check_settings`: types, ranges, names, architecture, attack specs, files; no torch needed)."
     for k, v in check_settings(self.__dict__.copy()).items(): setattr(self, k, v)
-    from robust_prune.attacks import AttackSpec
-    from robust_prune.models import _arch_key, imports_code
-    _arch_key(self.arch)
     if self.checkpoint is None and imports_code(self.arch) and not self.allow_import:
         raise ValueError(f"The architecture {self.arch!r} is a function to import and call: set allow_import=True if you trust "
                          "where it comes from.")
-    for name, a in [("mrs_attack", self.mrs_attack), ("train_attack", self.train_attack), *(("eval_attacks", a) for a in self.eval_attacks or [])]:
-        if a is None: continue
-        try: AttackSpec.parse(a)
-        except ValueError as e: raise ValueError(f"{name}: {e}") from None
     return self
 
 def read_settings(path: str | Path) -> dict:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING: import torch  # imported where used: this module (and the settings checks built on it) loads without torch
 
 # %% auto #0
-__all__ = ['patch', 'canonical', 'pick_device', 'seeded', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
+__all__ = ['patch', 'canonical', 'pick_device', 'seeded', 'init_distributed', 'dist_info', 'is_main_process', 'agreed',
+           'gathered', 'barrier', 'process_device', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
 
 # %% ../nbs/00a_core.ipynb #e64a3300
 def patch(f=None, *, as_prop: bool = False, cls_method: bool = False):
@@ -61,6 +62,66 @@ def seeded(seed: int | None, device: torch.device | str | None = None):
         for d in gpus:
             with torch.cuda.device(d): torch.cuda.manual_seed(seed)
         yield
+
+# %% ../nbs/00a_core.ipynb #a5bdc169
+def init_distributed(backend: str | None = None) -> bool:
+    "Join the process group that `torchrun` describes in the environment (once); True when running under it."
+    import torch
+    import torch.distributed as dist
+    if not dist.is_available(): return False
+    if dist.is_initialized(): return True
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ: return False
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl": torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    import atexit
+    atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
+    return True
+
+def dist_info() -> tuple[int, int]:
+    "(rank, world size) of this process: (0, 1) outside a process group."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def is_main_process() -> bool:
+    "True on rank 0, or when not running distributed: the process that writes files and shows progress."
+    return dist_info()[0] == 0
+
+def agreed(value):
+    "Rank 0's `value` on every process of a torchrun job (`value` itself outside one), so that all ranks take the branch rank 0 takes (e.g. whether a stage file exists)."
+    if dist_info()[1] == 1: return value
+    import torch.distributed as dist
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+def gathered(value) -> list:
+    "Every process's `value`, in rank order (`[value]` outside a torchrun job): how work split between ranks comes together."
+    rank, world = dist_info()
+    if world == 1: return [value]
+    import torch.distributed as dist
+    out = [None] * world
+    dist.all_gather_object(out, value)
+    return out
+
+def barrier() -> None:
+    "Wait until every process of a torchrun job gets here (nothing outside one): what rank 0 wrote before is there for all."
+    if dist_info()[1] > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+def _local_device(dev: torch.device) -> torch.device:
+    if dev.type != "cuda": return dev
+    import torch
+    d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dev.index or 0)))
+    torch.cuda.set_device(d)
+    return d
+
+def process_device(name: str | None = None) -> torch.device:
+    "`pick_device(name)`; under torchrun a CUDA device is this process's own GPU (`LOCAL_RANK`)."
+    dev = pick_device(name)
+    return _local_device(dev) if dist_info()[1] > 1 else dev
 
 # %% ../nbs/00a_core.ipynb #86e49259
 def atomic_write(
@@ -120,16 +181,17 @@ def provenance(
     device: str | torch.device | None = None,  # the device the numbers were computed on
     seed: int | None = None,  # the seed of the run
 ) -> dict:
-    "What produced an output: versions of robust-prune, torch, torch-pruning, torchattacks and Python, the source commit, the device, the seed."
+    "What produced an output: versions of robust-prune, torch, torch-pruning, torchattacks and Python, the source commit, the device, the number of processes (torchrun), the seed."
     import platform
     from importlib.metadata import PackageNotFoundError, version
     import torch
     def v(pkg):
         try: return version(pkg)
         except PackageNotFoundError: return None
+    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
     return {"robust-prune": v("robust-prune"), "torch": str(torch.__version__), "torch-pruning": v("torch-pruning"),
             "torchattacks": v("torchattacks"), "python": platform.python_version(), "commit": _git_commit(),
-            "device": None if device is None else str(device), "seed": seed}
+            "device": None if device is None else str(device), "processes": world, "seed": seed}
 
 # %% ../nbs/00a_core.ipynb #ed84e088
 def known_fields(

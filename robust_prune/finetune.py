@@ -21,16 +21,16 @@ import torch.nn.functional as F
 
 from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
 from .config import NAMES, one_of
-from .core import canonical
+from .core import (_local_device, agreed, barrier, canonical, dist_info, gathered, init_distributed, is_main_process,
+                               pick_device, process_device)
 from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd', 'training_loss', 'make_optimizer',
-           'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
-           'save_training_state', 'init_distributed', 'dist_info', 'is_main_process', 'distributed_loader',
-           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'shipped_dir',
-           'robust_digits_model', 'prune_then_finetune']
+__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'COMPILE_MODES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd', 'training_loss',
+           'make_optimizer', 'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
+           'save_training_state', 'distributed_loader', 'distributed_accuracy', 'NonFiniteTrainingError', 'finetune',
+           'cache_dir', 'shipped_dir', 'robust_digits_model', 'prune_then_finetune']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
 METHODS = NAMES["method"][0]  # trades, pgd-at, mart, clean
@@ -307,35 +307,6 @@ def _resolve_amp(amp: str | bool | None, device: torch.device) -> str | None:
     return amp
 
 # %% ../nbs/06_finetune.ipynb #8f4c0a51
-def init_distributed(backend: str | None = None) -> bool:
-    "Join the process group that `torchrun` describes in the environment (once); True when running under it."
-    import torch.distributed as dist
-    if not dist.is_available(): return False
-    if dist.is_initialized(): return True
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ: return False
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    if backend == "nccl": torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend)
-    import atexit
-    atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
-    return True
-
-def dist_info() -> tuple[int, int]:
-    "(rank, world size) of this process: (0, 1) outside a process group."
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-def is_main_process() -> bool:
-    "True on rank 0, or when not running distributed: the process that writes files and shows progress."
-    return dist_info()[0] == 0
-
-def _local_device(dev: torch.device) -> torch.device:
-    if dev.type != "cuda": return dev
-    d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dev.index or 0)))
-    torch.cuda.set_device(d)
-    return d
-
 def _all_sum(t: torch.Tensor) -> torch.Tensor:
     "Sum `t` over processes (in place; unchanged outside a process group)."
     import torch.distributed as dist
@@ -433,15 +404,28 @@ def _place(model: nn.Module, device, distributed: bool, channels_last: bool) -> 
     if channels_last: model.to(memory_format=torch.channels_last)
     return dev
 
-def _wrap(model: nn.Module, dev: torch.device, distributed: bool, compile: bool) -> tuple[nn.Module, nn.Module]:
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
+
+def _compiler(compile: bool | str):
+    "None (no compilation) or a function compiling a module with the `torch.compile` mode asked for (True: the default mode)."
+    if compile is False or compile is None: return None
+    if compile is not True and compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be True, False or a torch.compile mode ({', '.join(COMPILE_MODES)}), got {compile!r}.")
+    return partial(torch.compile, mode=None if compile is True else compile)
+
+def _wrap(model: nn.Module, dev: torch.device, distributed: bool, compile: bool | str) -> tuple[nn.Module, nn.Module]:
     "(bare, net): the bare model is attacked and saved; `net` (DDP-wrapped under torchrun, compiled on request) is trained."
-    bare = torch.compile(model) if compile else model
+    compiler = _compiler(compile)
+    bare = compiler(model) if compiler else model
     if not distributed: return bare, bare
     from torch.nn.parallel import DistributedDataParallel
     # buffers are not broadcast at every forward: TRADES runs the model twice before backward, and a broadcast
     # between the two rewrites batch-norm statistics autograd still needs; rank 0's statistics are copied each epoch
-    net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
-    return bare, (torch.compile(net) if compile else net)
+    import inspect
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else {"broadcast_buffers": False})  # (the newer name of the same switch; the older one warns from torch 2.14)
+    net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, **no_sync)
+    return bare, (compiler(net) if compiler else net)
 
 def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> tuple[History, dict | None]:
     "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history and, for a checkpoint written inside an epoch, where in it."
@@ -527,7 +511,7 @@ def finetune(
     stop_event=None,  # a `threading.Event`; when set, training stops after the current batch
     amp: str | bool | None = "auto",  # mixed precision: auto (bf16 or fp16 on CUDA, none on CPU), bf16, fp16 or None
     channels_last: bool = False,  # use the channels-last memory format (helps convolutions on recent GPUs)
-    compile: bool = False,  # run the network through `torch.compile`
+    compile: bool | str = False,  # run the network through `torch.compile` (True), or with one of its modes, e.g. 'reduce-overhead'
 ) -> History:
     "Train `model` adversarially with `method`; returns the per-epoch `History`. Runs data-parallel under torchrun; a non-finite loss or weights raise `NonFiniteTrainingError`."
     method = _check_method(method)
@@ -543,6 +527,7 @@ def finetune(
     main = rank == 0
     dev = _place(model, device, distributed, channels_last)
     amp = _resolve_amp(amp, dev)
+    _compiler(compile)  # a wrong mode is said before anything runs
     if distributed: train = distributed_loader(train, seed=seed or 0)
     settings = _run_settings(method=method, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
                              weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed,

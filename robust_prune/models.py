@@ -15,14 +15,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ARCH_NAMES, REGISTERED_ARCHS, arch_key, imports_code
 from .core import atomic_write, provenance, seeded
 from .data import DatasetInfo, dataset_info
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'CHECKPOINT_FORMAT', 'Normalize', 'BasicBlock', 'Bottleneck', 'ResNet', 'VGG', 'TimmClassifier',
-           'Classifier', 'imports_code', 'register_architecture', 'create_model', 'input_shape_of',
-           'record_input_shape', 'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint',
-           'read_checkpoint', 'rebuild', 'load_checkpoint']
+           'Classifier', 'register_architecture', 'create_model', 'input_shape_of', 'record_input_shape',
+           'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint', 'read_checkpoint', 'rebuild',
+           'load_checkpoint']
 
 # %% ../nbs/01_models.ipynb #2c9d0d6f
 class Normalize(nn.Module):
@@ -236,22 +237,15 @@ def _constructor(spec: str, allow_import: bool = True) -> Callable[..., nn.Modul
     if not callable(fn): raise ValueError(f"{spec!r} is not a function.")
     return lambda num_classes, in_channels=3, size=None, **kw: fn(num_classes=num_classes, **kw)
 
-def imports_code(arch: str) -> bool:
-    "Whether building `arch` imports a module it names and calls a function of it (a `module:function` spec, not registered)."
-    a = str(arch)
-    return a not in ARCHITECTURES and ":" in a and a.partition(":")[0] not in ("torchvision", "timm")
-
 def register_architecture(
     name: str,  # the name checkpoints will record, e.g. 'mypackage.nets:make_net'
     fn: Callable[..., nn.Module],  # builds the network from `num_classes` (and keyword arguments)
 ) -> None:
     "Make `name` a known architecture: `create_model(name)` and loading a checkpoint of it call `fn`, importing nothing."
     ARCHITECTURES[str(name)] = lambda num_classes, in_channels=3, size=None, **kw: fn(num_classes=num_classes, **kw)
-    _FOREIGN.add(str(name))
+    REGISTERED_ARCHS.add(str(name))
 
-_FOREIGN: set[str] = set()
-
-def _is_foreign(arch: str) -> bool: return ":" in str(arch) or str(arch) in _FOREIGN
+def _is_foreign(arch: str) -> bool: return ":" in str(arch) or str(arch) in REGISTERED_ARCHS
 
 def _build_foreign(arch: str, cfg: dict, allow_import: bool = True) -> nn.Module:
     "A foreign classifier from its recorded config, wrapped in `Classifier` when it normalises its own input."
@@ -275,17 +269,9 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": _resnet18, "resnet50": _resnet50, "vgg16_bn": _vgg16_bn,
     "mobilevit_xs": _mobilevit_xs, "digits_resnet": _digits_resnet,
 }
+assert tuple(ARCHITECTURES) == ARCH_NAMES  # config's list of names is this registry's
 
 # %% ../nbs/01_models.ipynb #8024a371
-def _arch_key(arch: str) -> str:
-    if _is_foreign(arch): return str(arch)
-    key = str(arch).lower().replace("-", "_")
-    if key == "vgg16": key = "vgg16_bn"
-    if key not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}, "
-                         "or torchvision:NAME, timm:NAME, module:function.")
-    return key
-
 def create_model(
     arch: str = "digits_resnet",  # resnet18, resnet50, vgg16_bn, mobilevit_xs, digits_resnet, or torchvision:NAME, timm:NAME, module:function
     info: DatasetInfo | str | None = None,  # the data (a `DatasetInfo` or a data set name); default digits
@@ -295,7 +281,7 @@ def create_model(
     **kwargs,  # further architecture arguments, e.g. `width=32` for digits_resnet
 ) -> nn.Module:
     "Build architecture `arch` for the data `info`, with normalisation inside; `model.arch_config` records how."
-    key = _arch_key(arch)
+    key = arch_key(arch)  # the names are checked in config (without torch); the builders are here
     info = dataset_info(info or "digits") if not isinstance(info, DatasetInfo) else info
     if num_classes is not None and num_classes < 2: raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
     if size is not None and (int(size) != size or size < 1): raise ValueError(f"size must be a whole number of pixels >= 1, got {size!r}.")
@@ -440,7 +426,7 @@ def rebuild(
     arch, shape = cfg.pop("arch"), cfg.pop("input_shape")
     try:
         if _is_foreign(arch): model = _build_foreign(arch, cfg, allow_import)
-        else: model = ARCHITECTURES[_arch_key(arch)](**cfg)
+        else: model = ARCHITECTURES[arch_key(arch)](**cfg)
     except TypeError as e:
         raise ValueError(f"The architecture settings {sorted(cfg)} do not fit {arch!r}: {e}.") from None
     model.arch_config = dict(arch_config)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import one_of
-from .core import canonical, patch, seeded
+from .core import canonical, dist_info, gathered, patch, seeded
 from .partial import BATCH_MODES, LossEvaluator
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
 from .attacks import check_inputs, num_classes_of, restore_modes
@@ -605,13 +605,19 @@ def _score_groups(est: Estimator, ev: LossEvaluator, groups, P: dict, theta0: di
         with torch.no_grad(): ctx.base = float(ev.loss())
     ev.forwards = 0
     rows = []
-    for g in tqdm(groups, desc=est.name, disable=not progress, leave=False):
+    rank, world = dist_info()
+    mine = groups[rank::world]  # under torchrun each process scores its share of the groups (a group's draws are its own)
+    for g in tqdm(mine, desc=est.name, disable=not progress or rank > 0, leave=False):
         tg = time.time()
         ev.focus(g.tensors if est.focus else None)  # many evaluations of this group follow
         gen = torch.Generator().manual_seed(int(seed))  # per group, so a group's draws do not depend on the others
         score, alpha, sigma = est.score(ctx, {t: P[t] for t in g.tensors}, gen)
         rows.append(GroupScore(**PrunableGroup.to_dict(g), score=score, alpha=alpha, sigma=sigma, seconds=time.time() - tg))
     ev.focus(None)
+    if world > 1:  # every process gets every row, in the groups' order, and the forwards of all
+        parts = gathered((rows, ev.forwards))
+        done = {r.name: r for part, _ in parts for r in part}
+        rows, ev.forwards = [done[g.name] for g in groups], sum(f for _, f in parts)
     return rows, ctx.base
 
 def _repeated(model, x_adv, y, est: Estimator, repeats: int, init_state, groups, seed: int, **kw) -> MRSReport:

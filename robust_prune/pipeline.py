@@ -21,7 +21,8 @@ import torch.nn as nn
 from .allocation import SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .attacks import AdversarialBatch, AttackSpec, adversarial_batch
 from .config import MRPFConfig, one_of
-from .core import atomic_write, canonical, pick_device, provenance
+from .core import (agreed, atomic_write, barrier, canonical, dist_info, init_distributed, is_main_process, process_device,
+                               provenance)
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, evaluate, format_count, format_table, measure_latencies
 from .finetune import History, finetune, prune_then_finetune, robust_digits_model
@@ -34,14 +35,14 @@ __all__ = ['load_data', 'load_model', 'allocation_for', 'prune_and_finetune', 'M
            'mrpf']
 
 # %% ../nbs/09_pipeline.ipynb #3355ca3a
-def _device(config: MRPFConfig) -> torch.device: return pick_device(config.device)
+def _device(config: MRPFConfig) -> torch.device: return process_device(config.device)
 
 def load_data(config: MRPFConfig, arch_shape: Sequence[int] | None = None):
     "Training and test loaders for the config (sized to the model's input when known)."
     size = config.size or (arch_shape[-1] if arch_shape else None)
     channels = arch_shape[0] if arch_shape else None
     return get_loaders(config.dataset, batch_size=config.batch_size, root=config.data_root, download=config.download,
-                       size=size, channels=channels, seed=config.seed)
+                       size=size, channels=channels, train_subset=config.train_samples, seed=config.seed)
 
 def load_model(config: MRPFConfig) -> nn.Module:
     "The dense starting model: the checkpoint, the demo's robust digits model, or one trained from scratch."
@@ -216,7 +217,7 @@ class RunStages:
         self.reused: list[str] = []
         if self.dir is None: return
         self.key = dict(config={k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RUN_KEY}, model=fingerprint(model))
-        if not self.dir.exists(): return
+        if not agreed(self.dir.exists()): return  # under torchrun every rank follows what rank 0 finds (and rank 0 alone writes)
         why = "" if resume else "resume=False"
         if resume:
             try: old = json.loads((self.dir / "run.json").read_text())
@@ -225,9 +226,11 @@ class RunStages:
             differ = sorted(k for k in self.key["config"] if old_config.get(k) != self.key["config"][k])
             why = ("no record of their settings" if not old_config else f"other settings ({', '.join(differ)})" if differ else
                    "another dense model" if old.get("model") != self.key["model"] else "")
-        if why:
+        why = agreed(why)
+        if why and is_main_process():
             shutil.rmtree(self.dir)
             print(f"Starting afresh: removed the stages in '{self.dir}' ({why}).", file=sys.stderr)
+        barrier()
 
     def _mark(self) -> None:
         if not (self.dir / "run.json").is_file(): atomic_write(self.dir / "run.json", json.dumps(self.key, indent=1))
@@ -236,13 +239,14 @@ class RunStages:
         "The stage stored as `name` (loaded with `load(path)`), or `make()`'s result, stored with `dump(value, path)`."
         if self.dir is None: return make()
         path = self.dir / name
-        if path.is_file():
+        if agreed(path.is_file()):
             self.reused.append(what)
-            print(f"Resuming: {what} reused from '{path}'.", file=sys.stderr)
+            if is_main_process(): print(f"Resuming: {what} reused from '{path}'.", file=sys.stderr)
             return load(path)
         value = make()
-        self._mark()
-        dump(value, path)
+        if is_main_process():
+            self._mark()
+            dump(value, path)
         return value
 
     @staticmethod
@@ -255,34 +259,36 @@ class RunStages:
         "The folder of `label`'s fine-tuning checkpoints (emptied when it was made for another allocation)."
         if self.dir is None: return None
         d = self.dir / _slug(label)
-        same = self._made_for(d, alloc)
-        if d.exists() and not same: shutil.rmtree(d)
-        if not same:
-            self._mark()
-            atomic_write(d / "allocation.json", json.dumps(alloc.to_dict(), indent=1))
-        elif (d / "last.pt").is_file():
-            self.reused.append(f"fine-tuning checkpoint of '{label}'")
-            print(f"Resuming: fine-tuning of '{label}' continues from '{d / 'last.pt'}'.", file=sys.stderr)
+        same = agreed(self._made_for(d, alloc))
+        if is_main_process():
+            if d.exists() and not same: shutil.rmtree(d)
+            if not same:
+                self._mark()
+                atomic_write(d / "allocation.json", json.dumps(alloc.to_dict(), indent=1))
+            elif (d / "last.pt").is_file():
+                self.reused.append(f"fine-tuning checkpoint of '{label}'")
+                print(f"Resuming: fine-tuning of '{label}' continues from '{d / 'last.pt'}'.", file=sys.stderr)
+        barrier()  # no rank looks for a checkpoint in `d` before rank 0 has emptied it
         return d
 
     def finished(self, label: str, alloc: Allocation, pruned_path: Path, device, allow_import: bool):
         "(model, PruneReport, History, RobustnessReport) of `label` when a previous run finished it with `alloc`; else None."
         if self.dir is None: return None
         d = self.dir / _slug(label)
-        if not self._made_for(d, alloc): return None
+        if not agreed(self._made_for(d, alloc) and (d / "done.json").is_file() and pruned_path.is_file()): return None
         try:
             done = json.loads((d / "done.json").read_text())
             model = load_checkpoint(pruned_path, map_location=device, allow_import=allow_import)[0].eval()
         except (OSError, ValueError): return None
         self.reused.append(f"fine-tuned '{label}'")
-        print(f"Resuming: '{label}' reused, fine-tuned and evaluated ('{pruned_path}').", file=sys.stderr)
+        if is_main_process(): print(f"Resuming: '{label}' reused, fine-tuned and evaluated ('{pruned_path}').", file=sys.stderr)
         return (model, PruneReport.from_dict(done["pruning"]), History.from_dict(done["history"]),
                 RobustnessReport.from_dict(done["report"]))
 
     def finish(self, label: str, alloc: Allocation, model: nn.Module, prep: PruneReport, hist: History,
                report: RobustnessReport, pruned_path: Path) -> None:
         "Store `label` as finished: the pruned model at `pruned_path`, its reports here; its fine-tuning checkpoint is removed."
-        if self.dir is None: return
+        if self.dir is None or not is_main_process(): return
         d = self.dir / _slug(label)
         save_checkpoint(model, pruned_path, allocation=alloc.to_dict(), report=report.to_dict())
         atomic_write(d / "done.json", json.dumps(dict(pruning=prep.to_dict(), history=hist.to_dict(), report=report.to_dict())))
@@ -313,14 +319,17 @@ def compare(
     config.validate()
     _check_allocations(allocations)
     t0 = time.time()
+    init_distributed()  # under torchrun: one process group; rank 0 alone writes and reports, fine-tuning and evaluation are shared
+    if not is_main_process(): config = MRPFConfig.from_dict({**config.to_dict(), "progress": False})
     out = Path(config.output_dir)
-    created = write and not out.exists()
+    created = agreed(write and not out.exists())
     if write:
-        try: out.mkdir(parents=True, exist_ok=True); (out / ".write-test").touch(); (out / ".write-test").unlink()
+        probe = out / f".write-test-{dist_info()[0]}"
+        try: out.mkdir(parents=True, exist_ok=True); probe.touch(); probe.unlink()
         except OSError as e: raise ValueError(f"Cannot write to output folder '{out}': {e.strerror}.") from None
     try: return _compare(config, allocations, model, out if write else None, report, resume, t0)
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()): out.rmdir()  # a run that failed before any stage leaves no folder
+        if created and is_main_process() and out.is_dir() and not any(out.iterdir()): out.rmdir()  # a run that failed before any stage leaves no folder
         raise
 
 def _check_allocations(allocations) -> None:
@@ -353,12 +362,28 @@ def _given_allocations(allocations, config: MRPFConfig, cm: CostModel) -> dict:
         given[id(a)] = alloc
     return given
 
+def _check_budget(config: MRPFConfig, cm: CostModel) -> None:
+    "The run's budget is one an allocation within [r_min, r_max] can reach on this model: said before anything runs."
+    lo, hi = (cm.removed_fraction(b, config.target_of) for b in cm.bounds(config.r_min, config.r_max))
+    if lo - 1e-9 <= config.sparsity <= hi + 1e-9: return
+    fix = "raise r_max or lower sparsity" if config.sparsity > hi else "lower r_min or raise sparsity"
+    raise ValueError(f"sparsity {config.sparsity:g} is out of reach on this model: with every ratio in [r_min, r_max] = "
+                     f"[{config.r_min:g}, {config.r_max:g}] an allocation removes {lo:.1%} to {hi:.1%} of its prunable "
+                     f"{config.target_of}; {fix}.")
+
+def _check_plan(config: MRPFConfig, allocations, model: nn.Module) -> tuple[CostModel, dict]:
+    "The cost model of `model`, the budget checked on it, and the given allocations read and checked (`_given_allocations`)."
+    cm = CostModel(model, round_to=config.round_to, min_channels=config.min_channels)
+    _check_budget(config, cm)
+    return cm, _given_allocations(allocations, config, cm)
+
 def _compare(config: MRPFConfig, allocations, model, out: Path | None, report, resume: bool, t0: float) -> MRPFResult:
     torch.manual_seed(config.seed)
     dev = _device(config)
+    if model is None and not config.checkpoint and config.train_epochs > 0:  # the plan checked on the architecture before training it
+        _check_plan(config, allocations, create_model(config.arch, dataset_info(config.dataset, size=config.size), seed=config.seed))
     model = model if model is not None else load_model(config)
-    cm = CostModel(model, round_to=config.round_to, min_channels=config.min_channels)
-    given = _given_allocations(allocations, config, cm)  # found wrong now, not after the dense evaluation and the MRS
+    cm, given = _check_plan(config, allocations, model)  # found wrong now, not after the dense evaluation and the MRS
     stages = RunStages(out, config, model, resume)
     dls = load_data(config, model.arch_config["input_shape"])
     mrs_attack, _, ev = config.attacks()
@@ -393,7 +418,7 @@ def _compare(config: MRPFConfig, allocations, model, out: Path | None, report, r
     for r, (median, iqr) in zip([dense, *result.reports.values()], lat.values()): r.latency_ms, r.latency_iqr_ms = median, iqr
     if stages.reused: result.provenance["resumed"] = stages.reused
     result.seconds = time.time() - t0
-    if out is not None: _write_artifacts(out, result, models)
+    if out is not None and is_main_process(): _write_artifacts(out, result, models)
     return result
 
 def mrpf(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping
 
@@ -57,6 +58,13 @@ def _grad_batches(model, grad_data, grad_attack, batches: int):
     if not out: raise ValueError("grad_data yielded no batch.")
     return out
 
+@contextmanager
+def _refrozen(params: list):
+    "Set `requires_grad=False` on `params` again on leaving, however the block ends."
+    try: yield
+    finally:
+        for p in params: p.requires_grad_(False)
+
 def accumulate_gradients(
     model: nn.Module,  # the network about to be pruned
     imp,  # the torch-pruning importance (Taylor or Hessian)
@@ -70,7 +78,9 @@ def accumulate_gradients(
     device = next(model.parameters()).device
     data = _grad_batches(model, grad_data, grad_attack, batches)
     used = 0
-    with restore_modes(model):
+    frozen = [p for p in model.parameters() if not p.requires_grad]  # frozen layers are scored too: they need gradients,
+    for p in frozen: p.requires_grad_(True)                          # not training; restored below
+    with restore_modes(model), _refrozen(frozen):
         model.eval()
         model.zero_grad(set_to_none=True)
         if isinstance(imp, tp.importance.GroupHessianImportance):
@@ -185,6 +195,7 @@ def prune(
     if not isinstance(ratios, float) and not ratios:
         raise ValueError(f"The allocation names no group: nothing to prune (groups of this model: {', '.join(mg.names)}).")
     t0 = time.time()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     with restore_modes(model):
         model.eval()
         before = count_cost(model, x)
@@ -194,6 +205,8 @@ def prune(
                 if crit in GRADIENT_CRITERIA: accumulate_gradients(model, imp, grad_data, grad_attack, grad_batches)
                 with torch_pruning_errors(model, "prune"): pruner.step()
             model.zero_grad(set_to_none=True)
+        for n, p in model.named_parameters():  # torch-pruning makes new parameters of pruned layers: frozen ones stay frozen
+            if n in frozen: p.requires_grad_(False)
         after = count_cost(model, x)
     model.pruning_history = list(getattr(model, "pruning_history", [])) + [list(h) for h in pruner.pruning_history()]
     return PruneReport(criterion=crit, params_before=before["params"], params_after=after["params"], macs_before=before["macs"],

@@ -16,7 +16,7 @@ FIELDS = [f.name for f in fields(MRPFConfig)]
 _JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True),
                  st.sampled_from(["", "0.5", "1e-3", "fast", "-1", "3"]), st.lists(st.integers(), max_size=2))
 _ATTACKS = ["pgd:eps=0.1,steps=2", "fgsm:eps=8/255", "pgd:eps=", "foo", "autoattack:eps=0.1"]
-_WHOLE = {"train_epochs": 0, "epochs": 0, "size": 4, "batch_size": 1, "mrs_samples": 1, "prune_steps": 1, "round_to": 1,
+_WHOLE = {"train_epochs": 0, "epochs": 0, "size": 4, "batch_size": 1, "train_samples": 1, "mrs_samples": 1, "prune_steps": 1, "round_to": 1,
           "checkpoint_steps": 1, "eval_samples": 1, "min_channels": 1}  # whole numbers and their least allowed value
 _IN_RANGE = {  # an oracle written apart from RANGES: what a value must satisfy to be accepted
     **{k: (lambda lo: lambda v: isinstance(v, int) and v >= lo)(lo) for k, lo in _WHOLE.items()},
@@ -104,6 +104,12 @@ print(rc, "torch" in sys.modules)
     (["train", "--out", "."], "--out '.' is a folder"),
     (["train", "--epochs", "0"], "--epochs must be at least 1 for train"),
     (["evaluate", "--max-samples", "0"], "--max-samples must be a whole number >= 1"),
+    (["run", "--arch", "alexnet"], "Unknown architecture 'alexnet' (--arch); choose one of: resnet18,"),
+    (["train", "--arch", "vgg19"], "Unknown architecture 'vgg19' (--arch)"),
+    (["run", "--eval-attack", "foo"], "--eval-attack: Unknown attack 'foo'; choose one of: fgsm,"),
+    (["run", "--mrs-attack", "pgd:steps=0"], "--mrs-attack: steps must be an integer >= 1, got 0."),
+    (["train", "--attack", "pgd:eps=9"], "--attack: eps=9 is larger than the whole [0, 1] pixel range"),
+    (["evaluate", "--attack", "deepfool"], "--attack: Unknown attack 'deepfool'"),
 ])
 def test_argument_errors_are_answered_before_torch_is_imported(args, said, tmp_path):
     out = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -124,3 +130,20 @@ def test_check_settings_alone_needs_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
     assert check_settings({"sparsity": 0}) == {"sparsity": 0.0}
+
+
+def test_architecture_names_and_attack_specs_are_checked_without_torch_and_agree_with_the_registries():
+    code = ("import sys; from robust_prune.config import arch_key, AttackSpec; "
+            "print(arch_key('VGG16'), arch_key('Digits-ResNet'), arch_key('timm:convnext_atto'), AttackSpec.parse('aa:eps=8/255').label, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["vgg16_bn", "digits_resnet", "timm:convnext_atto", "AutoAttack", "(Linf,", "8/255)", "False"], out.stderr
+    from robust_prune import attacks, models
+    from robust_prune.config import ARCH_NAMES, REGISTERED_ARCHS, AttackSpec, arch_key
+    assert tuple(models.ARCHITECTURES)[:len(ARCH_NAMES)] == ARCH_NAMES and attacks.AttackSpec is AttackSpec
+    import torch
+    models.register_architecture("my_net", lambda num_classes: torch.nn.Linear(4, num_classes))
+    try:
+        assert arch_key("my_net") == "my_net" and not models.imports_code("my_net")
+    finally:
+        models.ARCHITECTURES.pop("my_net"); REGISTERED_ARCHS.discard("my_net")
+    with pytest.raises(ValueError, match="Unknown architecture 'my_net'"): arch_key("my_net")

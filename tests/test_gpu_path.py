@@ -86,7 +86,7 @@ def test_gpu_check_dry_mode_prints_one_table_with_every_row(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     text = (tmp_path / "gpu_check.txt").read_text()
     assert text.strip() in res.stdout
-    for what in ("full MRS", "TRADES step", "pruned 50%", "pruned 75%", "DDP TRADES", "pytest -m cuda"):
+    for what in ("full MRS", "TRADES step", "torch.compile", "pruned 50%", "pruned 75%", "DDP TRADES", "pytest -m cuda"):
         line = next((l for l in text.splitlines() if what in l), None)
         assert line is not None, f"no row for {what!r}:\n{text}"
         assert "not measured" not in line, line
@@ -140,3 +140,14 @@ def test_cuda_mrs_vmap_gives_the_loop_scores():
     assert a.scores.keys() == b.scores.keys()
     same = sum(abs(a.scores[k] - b.scores[k]) <= 1e-4 * max(1.0, abs(b.scores[k])) or a.scores[k] == b.scores[k] for k in a.scores)
     assert same >= len(a.scores) - 1, (a.scores, b.scores)
+
+
+def test_a_compile_mode_is_taken_and_a_wrong_one_refused_before_training():
+    from robust_prune.finetune import COMPILE_MODES, _compiler
+    assert _compiler(False) is None and _compiler(True).keywords == {"mode": None}
+    assert [_compiler(m).keywords["mode"] for m in COMPILE_MODES] == list(COMPILE_MODES)
+    model = create_model("digits_resnet", width=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^compile must be True, False or a torch.compile mode \(default, reduce-overhead, "):
+        finetune(model, _data(), epochs=1, progress=False, compile="fast")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

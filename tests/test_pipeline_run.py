@@ -27,6 +27,7 @@ def run(*args, cwd=None, timeout=900):
     (["run", "--compare", "uniform,missing.json"], "Allocation file not found"),
     (["run", "--config", "nowhere.yaml"], "Config file not found"),
     (["mrs", "--mrs-method", "magic"], "Unknown MRS method"),
+    (["run", "--r-max", "0.1"], "sparsity 0.7 is out of reach on this model: with every ratio in [r_min, r_max] = [0, 0.1]"),
     (["mrs", "--json", "/proc/forbidden/m.json"], "Cannot write"),
     (["run", "--dataset", "cifar10"], "--train-epochs N to train digits_resnet on cifar10 here first (only digits_resnet on digits "
                                       "ships with the package; training needs the cifar10 files in --data-root, or --download)"),
@@ -123,3 +124,19 @@ def test_a_compared_allocation_of_another_budget_or_other_groups_is_refused_befo
     with pytest.raises(ValueError, match=r"^Allocation 'uniform' names group\(s\) this model does not have: fc9; its groups: conv1, "):
         compare(config, ["uniform", other], model=model)
     assert time.time() - t < 30 and not (tmp_path / "out").exists()  # before the dense evaluation; no folder left
+
+
+def test_a_budget_the_bounds_cannot_reach_is_refused_before_anything_runs_or_trains(tmp_path):
+    from robust_prune.finetune import robust_digits_model
+    from robust_prune.pipeline import compare
+    config = MRPFConfig(sparsity=0.7, r_max=0.1, output_dir=str(tmp_path / "out"), progress=False)
+    with pytest.raises(ValueError, match=r"^sparsity 0\.7 is out of reach on this model: with every ratio in \[r_min, r_max\] = "
+                                         r"\[0, 0\.1\] an allocation removes 0\.0% to 1\d\.\d% of its prunable params; raise r_max"):
+        compare(config, ["uniform", "mrs"], model=robust_digits_model())
+    assert not (tmp_path / "out").exists()
+    # a model to be trained first: checked on its architecture, before the (missing) CIFAR files are even looked for
+    config = MRPFConfig(dataset="cifar10", arch="resnet18", train_epochs=1, sparsity=0.2, r_min=0.5, data_root=str(tmp_path),
+                        output_dir=str(tmp_path / "out"), progress=False)
+    with pytest.raises(ValueError, match=r"^sparsity 0\.2 is out of reach .* \[0\.5, 0\.8\] .*; lower r_min or raise sparsity\.$"):
+        compare(config, ["uniform"])
+    assert not (tmp_path / "out").exists()

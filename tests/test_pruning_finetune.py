@@ -385,8 +385,10 @@ def test_gradient_criteria_in_prune_use_grad_data_grad_attack_and_grad_batches()
 
 
 def test_a_torch_pruning_failure_while_removing_channels_is_one_value_error_that_suggests_ignored_layers():
+    class DetachedConv(torch.nn.Conv2d):  # a hand-written layer that uses its weight without letting gradients reach it
+        def forward(self, x): return self._conv_forward(x, self.weight.detach(), self.bias)
     model = create_model("digits_resnet", seed=0)
-    model.layer2[0].conv1.weight.requires_grad_(False)  # a frozen layer has no gradient for the Taylor score
+    model.layer2[0].conv1.__class__ = DetachedConv  # so the Taylor score finds no gradient there
     with pytest.raises(ValueError, match=r"^torch-pruning cannot prune this model \(AttributeError: .*\); leave the block "
                                          r"that holds it whole with ignored_layers=\[\.\.\.\], or use another architecture\.$"):
         prune(model, 0.5, "taylor", grad_data=digits_xy(8))
@@ -439,3 +441,16 @@ def test_gradient_chunks_of_an_adversarial_batch_use_every_sample_when_the_count
     chunks = _grad_batches(create_model("digits_resnet", seed=0), batch, "none", 3)
     assert [len(y) for _, y in chunks] == [22, 21, 21] and torch.equal(torch.cat([y for _, y in chunks]), batch.y)
     assert len(_grad_batches(create_model("digits_resnet", seed=0), batch, "none", 100)) == 64  # one sample each, at most
+
+
+def test_taylor_scores_frozen_layers_too_and_leaves_them_frozen(batch):
+    model, free = create_model("digits_resnet", seed=0), create_model("digits_resnet", seed=0)
+    frozen = [n for n, p in model.named_parameters() if n.startswith("layer1.")]  # a block inside the network
+    for n, p in model.named_parameters():
+        if n in frozen: p.requires_grad_(False)
+    alloc = allocate(None, model, 0.5, "uniform")
+    prune(model, alloc, "taylor", grad_data=batch)
+    prune(free, alloc, "taylor", grad_data=batch)
+    assert model.pruning_history == free.pruning_history  # the same channels chosen as with nothing frozen
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == set(frozen)
+    assert all(p.grad is None for p in model.parameters())
