@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from argparse import SUPPRESS
 from pathlib import Path
@@ -169,7 +170,7 @@ def _writable(path: str, flag: str) -> Path:
     if p.is_dir(): raise CLIError(f"{flag} '{p}' is a folder; give the path of a file to write.")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        probe = p.parent / f".{p.name}.probe"
+        probe = p.parent / f".{p.name}.{os.getpid()}.probe"  # one per process: torchrun starts several at once
         probe.touch(); probe.unlink()
     except OSError as err: raise CLIError(f"Cannot write to '{p.parent}': {err.strerror}.") from None
     return p

@@ -132,3 +132,18 @@ def test_mrs_under_torchrun_splits_the_groups_and_gives_the_one_process_report(t
     assert len(rows(a)) == 9 and rows(a) == rows(b)  # every group scored, as one process scores it
     assert a["forwards"] == b["forwards"]  # each group scored once, by one of the two processes
     assert two.stdout.count("MRSReport") == one.stdout.count("MRSReport") == 1
+
+
+def test_train_and_evaluate_under_torchrun_write_once_and_count_every_test_image_once(tmp_path):
+    ck = tmp_path / "model.pt"
+    trained = launch(2, "train", "--epochs", "1", "--attack", "pgd:eps=0.1,steps=2", "--out", str(ck), "--device", "cpu")
+    assert trained.stdout.count(f"saved {ck}") == 1 and ck.is_file()
+    ev = ["evaluate", "--checkpoint", str(ck), "--max-samples", "100", "--attack", "pgd:eps=0.1,steps=2,random_start=false",
+          "--device", "cpu"]
+    one, two = launch(None, *ev, "--json", str(tmp_path / "one.json")), launch(2, *ev, "--json", str(tmp_path / "two.json"))
+    a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
+    assert a["n_samples"] == b["n_samples"] == 100 and a["robust_acc"].keys() == b["robust_acc"].keys()
+    for x, y in [(a["clean_acc"], b["clean_acc"]), *((a["robust_acc"][k], b["robust_acc"][k]) for k in a["robust_acc"])]:
+        assert abs(x - y) < 1e-6  # the same counts (one process divides in float32)
+    assert two.stdout.count("clean") == one.stdout.count("clean") > 0  # rank 0 alone prints the table
+    assert b["provenance"]["processes"] == 2
