@@ -293,15 +293,13 @@ def cmd_run(args) -> int:
 
 def smoke_config(config, out_given: bool = False):
     "`config` made tiny for `run --smoke`: every stage of the same protocol (network, data, budget, rule, losses), in minutes on a CPU."
-    from dataclasses import replace
     from robust_prune.config import MRPFConfig
     mrs, train, ev = config.attacks()
-    short = lambda s: f"{s.name}:eps={s.eps!r},steps=2,norm={s.norm}"
-    fast_eval = replace(ev[0], name="pgd" if ev[0].norm == "Linf" else "pgd-l2", steps=2, alpha=None)
+    short = lambda s, name=None: f"{name or s.name}:eps={s.eps!r},steps=2,norm={s.norm}"  # the same attack, 2 steps
     tiny = MRPFConfig.from_dict({**config.to_dict(), "train_samples": min(64, config.train_samples or 64),
                                  "train_epochs": min(1, config.train_epochs), "epochs": 1, "checkpoint_steps": None,
                                  "mrs_method": "taylor", "mrs_samples": 16, "mrs_attack": short(mrs), "train_attack": short(train),
-                                 "eval_attacks": [short(fast_eval)], "eval_samples": 16,
+                                 "eval_attacks": [short(ev[0], "pgd" if ev[0].norm == "Linf" else "pgd-l2")], "eval_samples": 16,
                                  "output_dir": config.output_dir if out_given else f"{config.output_dir}-smoke"})
     if _main_process(): print(f"Smoke run of {config.arch} on {config.dataset}: {tiny.train_samples} training images, {tiny.train_epochs} training "
                               f"and 1 fine-tuning epoch, Taylor MRS on 16 images, PGD-2 on 16 test images; into '{tiny.output_dir}'.", file=sys.stderr)

@@ -98,7 +98,7 @@ def agreed(value):
 
 def gathered(value) -> list:
     "Every process's `value`, in rank order (`[value]` outside a torchrun job): how work split between ranks comes together."
-    rank, world = dist_info()
+    world = dist_info()[1]
     if world == 1: return [value]
     import torch.distributed as dist
     out = [None] * world

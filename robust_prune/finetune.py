@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
 from .config import NAMES, one_of
-from .core import (_local_device, agreed, barrier, canonical, dist_info, gathered, init_distributed, is_main_process,
-                               pick_device, process_device)
+from .core import _local_device, canonical, dist_info, init_distributed, is_main_process
 from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
