@@ -66,6 +66,8 @@ def main(argv=None) -> dict:
     p.add_argument("--checkpoint-steps", type=int, default=None, help="also checkpoint every this many batches inside an epoch")
     p.add_argument("--kill-rank", type=int, default=None, help="this rank kills itself with SIGKILL (to test a lost process) ...")
     p.add_argument("--kill-at-step", type=int, default=1, help="... after this many training steps")
+    p.add_argument("--profile", action="store_true", help="time the epoch's stages (History.profile; the device is synchronised at each boundary)")
+    p.add_argument("--sync-bn", action="store_true", help="batch-norm statistics over every process's batch (SyncBatchNorm; GPUs only)")
     p.add_argument("--json", default=None, help="rank 0 writes the result here")
     p.add_argument("--every-rank", action="store_true", help="every rank also writes its weights and buffers to JSON.rankN")
     a = p.parse_args(argv)
@@ -96,7 +98,8 @@ def main(argv=None) -> dict:
     t0 = time.time()
     hist = finetune(model, train, test, method=a.method, attack=a.attack, eval_attack=a.eval_attack, epochs=a.epochs,
                     lr=a.lr, eval_samples=a.eval_samples, seed=0, progress=False, amp=a.amp, callbacks=callbacks,
-                    checkpoint_dir=a.checkpoint_dir, resume=a.resume, checkpoint_steps=a.checkpoint_steps)
+                    checkpoint_dir=a.checkpoint_dir, resume=a.resume, checkpoint_steps=a.checkpoint_steps,
+                    profile=a.profile, sync_bn=a.sync_bn)
     if dev.type == "cuda": torch.cuda.synchronize()
     seconds = time.time() - t0
     report = evaluate(model, test, [a.eval_attack], name=f"{world} process(es)", latency=False, progress=False)
@@ -104,7 +107,8 @@ def main(argv=None) -> dict:
     out = dict(world=world, history=hist.to_dict(), report=report.to_dict(), seconds=seconds,
                images_per_second=a.train_images * len(hist.epochs) / seconds if seconds > 0 else None,
                weights=flat.tolist() if flat.numel() <= 20000 else None, weight_norm=float(flat.norm()),
-               device=str(next(model.parameters()).device))
+               device=str(next(model.parameters()).device),
+               norm_layers=sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}))
     if a.every_rank and a.json:
         with open(f"{a.json}.rank{rank}", "w") as f: json.dump(flat.tolist(), f)
     if rank == 0:

@@ -175,7 +175,7 @@ def part_ddp(dev, dry: bool) -> list[dict]:
              "--attack", "pgd:eps=0.1,steps=2", "--eval-attack", "pgd:eps=0.1,steps=2"] if dry else
             ["--arch", "resnet18", "--train-images", "10240", "--test-images", "512", "--batch", "128", "--workers", "4"])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--standalone",
-           str(ROOT / "benchmarks" / "ddp_epoch.py"), "--device", dev.type, "--epochs", "1", "--json", str(out), *args]
+           str(ROOT / "benchmarks" / "ddp_epoch.py"), "--device", dev.type, "--epochs", "1", "--profile", "--json", str(out), *args]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
     if res.returncode != 0 or not out.is_file():
         raise RuntimeError(f"torchrun exited with {res.returncode}: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ''}")
@@ -184,7 +184,16 @@ def part_ddp(dev, dry: bool) -> list[dict]:
     ok = d["world"] == 1 and row["loss"] == row["loss"]
     return [dict(what=f"one epoch of DDP TRADES fine-tuning under torchrun --nproc_per_node 1 ({'digits_resnet, 64 images (dry)' if dry else 'ResNet-18, 10,240 images 3x32x32, batch 128'})",
                  result=f"{d['seconds']:.1f} s ({d['images_per_second']:.0f} img/s incl. eval), loss {row['loss']:.3f}, world {d['world']}",
-                 target="runs", ok=ok)]
+                 target="runs", ok=ok),
+            _profile_row(d["history"].get("profile", []))]
+
+
+def _profile_row(profile: list[dict]) -> dict:
+    "Where the DDP epoch spent its time, stage by stage (finetune(profile=True))."
+    if not profile: return dict(what="  where that epoch spent its time", result="no profile recorded", target="report", ok=False)
+    p = profile[-1]
+    shares = ", ".join(f"{s} {p[s] / p['seconds']:.0%}" for s in ("data", "attack", "forward/backward", "optimizer", "evaluation", "other") if s in p)
+    return dict(what="  where that epoch spent its time (profiled: device synchronised at each stage boundary)", result=shares, target="report", ok=None)
 
 
 # ---------------------------------------------------------------- (e) CUDA-marked tests

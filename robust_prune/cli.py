@@ -20,6 +20,19 @@ __all__ = ['CLIError', 'build_parser', 'cmd_train', 'cmd_evaluate', 'config_from
 class CLIError(Exception):
     "A user error: printed as one line, exit code 2."
 
+_PROFILE_HELP = ("print where every epoch spends its time: loading data, the attack, forward/backward, the optimiser, "
+                "evaluation, checkpoints (the device is synchronised at each boundary)")
+_SYNC_BN_HELP = "under torchrun on GPUs: batch-norm statistics over every process's batch (SyncBatchNorm), not each its own"
+
+def _profile_text(hist, what: str) -> str:
+    "The profile of a run's epochs (`History.profile_frame`) as a small table headed by `what` was profiled."
+    df = hist.profile_frame()
+    n, batches, total = len(hist.profile), sum(p["batches"] for p in hist.profile), sum(p["seconds"] for p in hist.profile)
+    lines = [f"Where {what} spent its time ({n} epoch{'s' * (n != 1)}, {batches} batches, {total:.1f} s):",
+             f"  {'stage':<17}{'seconds':>9}{'share':>8}{'ms/batch':>10}"]
+    lines += [f"  {r.stage:<17}{r.seconds:>9.2f}{r.share:>8.1%}{r.ms_per_batch:>10.1f}" for r in df.itertuples()]
+    return "\n".join(lines)
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help="data set: digits (embedded, default), cifar10, cifar100, svhn, tiny-imagenet")
     p.add_argument("--data-root", default=None, help="folder holding the data set files (default: $ROBUST_PRUNE_DATA or ./data)")
@@ -72,6 +85,9 @@ def _train_parser(sub) -> None:
     t.add_argument("--epochs", type=int, default=6, help="epochs (default 6)")
     t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1, one-cycle schedule)")
     t.add_argument("--out", default="runs/model.pt", help="checkpoint file to write (default runs/model.pt)")
+    t.add_argument("--profile", action="store_true", help=_PROFILE_HELP)
+    t.add_argument("--sync-bn", action="store_true", help=_SYNC_BN_HELP)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
 
 def _evaluate_parser(sub) -> None:
     "The `evaluate` command's options."
@@ -115,6 +131,8 @@ def _run_parser(sub) -> None:
                    "subfolder keeps every finished stage, so the same command again continues a stopped run")
     r.add_argument("--checkpoint-steps", type=int, default=SUPPRESS,
                    help="fine-tuning checkpoints also every this many batches inside an epoch (default 100)")
+    r.add_argument("--profile", action="store_true", default=SUPPRESS, help=_PROFILE_HELP)
+    r.add_argument("--sync-bn", action="store_true", default=SUPPRESS, help=_SYNC_BN_HELP)
     r.add_argument("--fresh", action="store_true", help="remove the stages a previous run left in --out and start over")
     r.add_argument("--smoke", action="store_true", help="check the config before a long job: every stage, tiny (64 training "
                    "images, 1 epoch each, Taylor MRS on 16 images, PGD-2 on 16 test images), into OUT-smoke unless --out is given")
@@ -188,9 +206,10 @@ def cmd_train(args) -> int:
     dls = get_loaders(args.dataset, batch_size=args.batch_size, root=args.data_root, download=args.download, size=args.size, seed=args.seed)
     model = create_model(args.arch, dls.info, seed=args.seed).to(_device(args.device))
     hist = finetune(model, dls.train, dls.test, method=args.method, attack=args.attack, epochs=args.epochs, lr=args.lr,
-                    schedule="onecycle", seed=args.seed)
+                    schedule="onecycle", seed=args.seed, progress=not args.quiet, profile=args.profile, sync_bn=args.sync_bn)
     if main:
         print(hist)
+        if args.profile: print(_profile_text(hist, "training"))
         save_checkpoint(model, out, dataset=args.dataset, history=hist.to_dict())
         print(f"saved {out}")
     return 0
@@ -288,6 +307,8 @@ def cmd_run(args) -> int:
     result = compare(config, names, resume=not args.fresh)  # under torchrun: every rank runs it, rank 0 writes
     if _main_process():
         print(result)
+        for label, hist in result.histories.items():
+            if hist.profile: print(_profile_text(hist, f"fine-tuning {label}"))
         print(f"artefacts in {result.output_dir}/ (report.md, report.json, allocations, pruned checkpoints, plots)")
     return 0
 

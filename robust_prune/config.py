@@ -59,6 +59,8 @@ class MRPFConfig(Record):
     device: str | None = None  # cpu, cuda, cuda:N (default: cuda when available)
     output_dir: str = "runs/mrpf"  # where artefacts are written
     progress: bool = True  # progress bars
+    profile: bool = False  # time the stages of every fine-tuning epoch (`History.profile`; printed by `run --profile`)
+    sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over every process's batch (SyncBatchNorm)
 
     def __post_init__(self): self.validate()
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -17,7 +19,8 @@ if TYPE_CHECKING: import torch  # imported where used: this module (and the sett
 
 # %% auto #0
 __all__ = ['patch', 'canonical', 'pick_device', 'seeded', 'init_distributed', 'dist_info', 'is_main_process', 'agreed',
-           'gathered', 'barrier', 'process_device', 'atomic_write', 'read_json', 'provenance', 'known_fields', 'Record']
+           'gathered', 'barrier', 'process_device', 'StageClock', 'timing', 'stage', 'atomic_write', 'read_json',
+           'provenance', 'known_fields', 'Record']
 
 # %% ../nbs/00a_core.ipynb #e64a3300
 def patch(f=None, *, as_prop: bool = False, cls_method: bool = False):
@@ -122,6 +125,54 @@ def process_device(name: str | None = None) -> torch.device:
     "`pick_device(name)`; under torchrun a CUDA device is this process's own GPU (`LOCAL_RANK`)."
     dev = pick_device(name)
     return _local_device(dev) if dist_info()[1] > 1 else dev
+
+# %% ../nbs/00a_core.ipynb #a272b68f
+class StageClock:
+    "Wall-clock seconds per named stage, each exclusive of the stages nested in it; the device is synchronised at every boundary."
+    def __init__(self, device: torch.device | str | None = None):
+        import torch
+        self.device = torch.device(device) if device is not None else None
+        self.seconds, self.calls, self._open = {}, {}, []  # _open: one [start, nested seconds] per stage now running
+
+    def _now(self) -> float:
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str):
+        "Time the block as stage `name`."
+        import torch
+        with torch.profiler.record_function(name):
+            frame = [self._now(), 0.0]
+            self._open.append(frame)
+            try: yield
+            finally:
+                self._open.pop()
+                total = self._now() - frame[0]
+                self.seconds[name] = self.seconds.get(name, 0.0) + total - frame[1]
+                self.calls[name] = self.calls.get(name, 0) + 1
+                if self._open: self._open[-1][1] += total
+
+    def take(self) -> dict[str, float]:
+        "The seconds per stage so far, and a fresh start."
+        out, self.seconds, self.calls = self.seconds, {}, {}
+        return out
+
+_CLOCK: ContextVar[StageClock | None] = ContextVar("robust_prune_clock", default=None)
+
+@contextmanager
+def timing(clock: StageClock | None):
+    "Make `clock` the one `stage` reports to inside the block (None: no timing)."
+    token = _CLOCK.set(clock)
+    try: yield clock
+    finally: _CLOCK.reset(token)
+
+def stage(name: str):
+    "A block timed as stage `name` by the active `StageClock`; a no-op when no clock is active."
+    clock = _CLOCK.get()
+    return clock(name) if clock is not None else nullcontext()
 
 # %% ../nbs/00a_core.ipynb #86e49259
 def atomic_write(

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,15 +22,16 @@ import torch.nn.functional as F
 
 from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
 from .config import NAMES, one_of
-from .core import _local_device, canonical, dist_info, init_distributed, is_main_process
+from .core import StageClock, _local_device, canonical, dist_info, init_distributed, is_main_process, stage, timing
 from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'COMPILE_MODES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd', 'training_loss',
-           'make_optimizer', 'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
-           'save_training_state', 'distributed_loader', 'distributed_accuracy', 'NonFiniteTrainingError', 'finetune',
-           'cache_dir', 'shipped_dir', 'robust_digits_model', 'prune_then_finetune']
+__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'PROFILE_STAGES', 'COMPILE_MODES', 'SYNC_BN_ON_CPU', 'DIGITS_EPS',
+           'inner_attack', 'linf_pgd', 'training_loss', 'make_optimizer', 'make_scheduler', 'History', 'Callback',
+           'FineTuneRun', 'EarlyStopping', 'PrintEpochs', 'save_training_state', 'distributed_loader',
+           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'shipped_dir',
+           'robust_digits_model', 'prune_then_finetune']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
 METHODS = NAMES["method"][0]  # trades, pgd-at, mart, clean
@@ -100,8 +102,9 @@ def training_loss(
         return F.cross_entropy(logits, y), logits
     spec = inner_attack(method, attack)
     target = attack_model if attack_model is not None else model
-    if spec.name in ("pgd", "tpgd"): x_adv = linf_pgd(target, x, y, spec)
-    else: x_adv = perturb(target, x, y, spec)
+    with stage("attack"):
+        if spec.name in ("pgd", "tpgd"): x_adv = linf_pgd(target, x, y, spec)
+        else: x_adv = perturb(target, x, y, spec)
     if method == "pgd-at":
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
@@ -159,6 +162,8 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 # %% ../nbs/06_finetune.ipynb #76b7c9bc
+PROFILE_STAGES = ("data", "attack", "forward/backward", "optimizer", "evaluation", "checkpoint", "other")  # `History.profile`'s stages
+
 @dataclass
 class History:
     "Per-epoch record of a fine-tuning run."
@@ -166,6 +171,7 @@ class History:
     attack: str = ""  # the evaluation attack's label
     epochs: list[dict] = field(default_factory=list)  # one dict per epoch
     resumed: list[dict] = field(default_factory=list)  # where the run was resumed from a checkpoint: {epoch, batch} (batch 0: at the epoch's start)
+    profile: list[dict] = field(default_factory=list)  # with `finetune(profile=True)`: per epoch, {epoch, batches, seconds, <stage>: seconds}
 
     def append(self, **row) -> None: self.epochs.append(row)
 
@@ -178,18 +184,29 @@ class History:
 
     def to_dict(self) -> dict:
         "JSON-safe dict."
-        return dict(method=self.method, attack=self.attack, epochs=[dict(r) for r in self.epochs], resumed=[dict(r) for r in self.resumed])
+        d = dict(method=self.method, attack=self.attack, epochs=[dict(r) for r in self.epochs], resumed=[dict(r) for r in self.resumed])
+        if self.profile: d["profile"] = [dict(r) for r in self.profile]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         "Inverse of `to_dict`."
         return cls(d.get("method", "trades"), d.get("attack", ""), [dict(r) for r in d.get("epochs", [])],
-                   [dict(r) for r in d.get("resumed", [])])
+                   [dict(r) for r in d.get("resumed", [])], [dict(r) for r in d.get("profile", [])])
 
     def to_frame(self):
         "A pandas DataFrame, one row per epoch."
         import pandas as pd
         return pd.DataFrame(self.epochs)
+
+    def profile_frame(self):
+        "Where the profiled epochs spent their time: one row per stage (seconds, share of the epochs' time, ms per batch)."
+        import pandas as pd
+        if not self.profile: raise ValueError("This history has no profile: train with finetune(profile=True) or --profile.")
+        total, batches = sum(p["seconds"] for p in self.profile), sum(p["batches"] for p in self.profile)
+        secs = {s: sum(p.get(s, 0.0) for p in self.profile) for s in PROFILE_STAGES}
+        return pd.DataFrame([dict(stage=s, seconds=v, share=v / total if total else 0.0, ms_per_batch=1e3 * v / max(1, batches))
+                             for s, v in secs.items() if v or s in ("data", "attack", "forward/backward")])
 
     def __repr__(self) -> str:
         if not self.epochs: return f"History({self.method}, no epochs)"
@@ -286,7 +303,7 @@ def _run_settings(**kw) -> dict:
 def save_training_state(path: Path, model, opt, sched, scaler, history: History, settings: dict, train, rng: dict | None = None,
                         midway: dict | None = None) -> Path:
     "Write model + optimiser + schedule + history + RNG states atomically (plain data, `weights_only` loadable); `midway`: where in an unfinished epoch."
-    return save_checkpoint(model, path, training=dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+    return save_checkpoint(model, path, rebuildable=False, training=dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                                                      scaler=scaler.state_dict() if scaler is not None else None,
                                                      history=history.to_dict(), settings=settings,
                                                      rng=rng if rng is not None else _rng_state(train), midway=midway))
@@ -426,6 +443,29 @@ def _wrap(model: nn.Module, dev: torch.device, distributed: bool, compile: bool 
     net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, **no_sync)
     return bare, (compiler(net) if compiler else net)
 
+SYNC_BN_ON_CPU = "sync_bn needs GPUs: SyncBatchNorm runs on CUDA devices only (on CPUs each process keeps its own batch-norm statistics)."
+
+@contextmanager
+def _synced_batchnorm(model: nn.Module, on: bool):
+    "Inside the block (when `on`), `model`'s batch-norm layers are `SyncBatchNorm`: statistics over every process's batch; afterwards each layer is its own class again, with the parameters and statistics it trained."
+    if not on:
+        yield model
+        return
+    own = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)}
+    if "" in own: raise ValueError("sync_bn needs a network that holds batch-norm layers, not a batch-norm layer itself.")
+    def put(name: str, layer: nn.Module) -> None:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer)
+    for name, bn in own.items(): put(name, nn.SyncBatchNorm.convert_sync_batchnorm(bn))  # the same parameters and buffers
+    try: yield model
+    finally:
+        for name, bn in own.items():
+            synced = model.get_submodule(name)
+            for k in ("weight", "bias"): setattr(bn, k, getattr(synced, k))
+            for k, b in synced.named_buffers(recurse=False): setattr(bn, k, b)
+            bn.train(synced.training)
+            put(name, bn)
+
 def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> tuple[History, dict | None]:
     "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history and, for a checkpoint written inside an epoch, where in it."
     from robust_prune.models import read_checkpoint
@@ -445,17 +485,29 @@ def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dic
 
 def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, channels_last) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "One optimiser step on the batch (`x`, `y`); returns the (detached) loss, the logits and `y` on the device."
-    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-    if channels_last: x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(dev, amp):
-        loss, logits = training_loss(net, x, y, method, spec, beta, attack_model=bare)
-    opt.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-    else:
-        loss.backward(); opt.step()
-    sched.step()
+    with stage("data"):
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+    with stage("forward/backward"):
+        with _autocast(dev, amp):
+            loss, logits = training_loss(net, x, y, method, spec, beta, attack_model=bare)
+        opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    with stage("optimizer"):
+        if scaler is not None: scaler.step(opt); scaler.update()
+        else: opt.step()
+        sched.step()
     return loss.detach(), logits, y
+
+def _timed(batches, name: str = "data"):
+    "The items of `batches`, the wait for each one timed as stage `name`."
+    it = iter(batches)
+    while True:
+        with stage(name):
+            try: item = next(it)
+            except StopIteration: item = it = None
+        if it is None: return
+        yield item
 
 # %% ../nbs/06_finetune.ipynb #a3ead5e5
 def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_step: bool, distributed: bool,
@@ -464,7 +516,7 @@ def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_
     sums = torch.zeros(5, device=dev, dtype=torch.float64) if sums is None else sums  # read once per epoch: no host sync per step
     first_bad = torch.zeros((), device=dev, dtype=torch.float64)  # the first step (1-based) with a non-finite loss
     checked = False
-    for x, y in batches_in:
+    for x, y in _timed(batches_in):
         if not checked: check_inputs(run.model, x, y); checked = True  # bad data fails early, once per epoch (a host sync)
         loss_d, logits, y = step(x, y)
         run.step += 1
@@ -511,6 +563,8 @@ def finetune(
     amp: str | bool | None = "auto",  # mixed precision: auto (bf16 or fp16 on CUDA, none on CPU), bf16, fp16 or None
     channels_last: bool = False,  # use the channels-last memory format (helps convolutions on recent GPUs)
     compile: bool | str = False,  # run the network through `torch.compile` (True), or with one of its modes, e.g. 'reduce-overhead'
+    profile: bool = False,  # time every epoch's stages (data, attack, forward/backward, optimizer, evaluation, checkpoint) into `History.profile`
+    sync_bn: bool = False,  # under torchrun on GPUs: batch-norm statistics over every process's batch (SyncBatchNorm) instead of each its own
 ) -> History:
     "Train `model` adversarially with `method`; returns the per-epoch `History`. Runs data-parallel under torchrun; a non-finite loss or weights raise `NonFiniteTrainingError`."
     method = _check_method(method)
@@ -527,6 +581,7 @@ def finetune(
     dev = _place(model, device, distributed, channels_last)
     amp = _resolve_amp(amp, dev)
     _compiler(compile)  # a wrong mode is said before anything runs
+    if sync_bn and distributed and dev.type != "cuda": raise ValueError(SYNC_BN_ON_CPU)
     if distributed: train = distributed_loader(train, seed=seed or 0)
     settings = _run_settings(method=method, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
                              weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed,
@@ -549,72 +604,80 @@ def finetune(
         run.step = run.epoch * len(train) + (midway["batches"] if midway else 0)
         saved = f"batch {midway['batches']} of epoch {run.epoch + 1}" if midway else f"epoch {run.epoch}"
         if run.epoch < epochs: run.history.resumed.append(dict(epoch=run.epoch + 1, batch=midway["batches"] if midway else 0))
-    bare, net = _wrap(model, dev, distributed, compile)
+    clock = StageClock(dev) if profile else None
     cbs = list(callbacks)
     for cb in cbs: cb.on_train_begin(run)
-    while run.epoch < epochs and not run.stop:
-        epoch = run.epoch + 1
-        if distributed: train.sampler.set_epoch(epoch)
-        model.train()
-        t0 = time.time() - (midway["seconds"] if midway else 0.0)
-        if midway: _set_rng_state(midway["epoch_rng"], train)  # the epoch's batch order and augmentation, as first drawn
-        epoch_rng = _gathered_rng_state(train) if ckpt is not None and checkpoint_steps else None
-        bar = tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False)
-        batches_in = iter(bar)
-        sums, done = None, 0
-        if midway:  # skip the batches the checkpoint already trained on, then take up the random state it had there
-            for _ in range(midway["batches"]): next(batches_in)
-            done, rng_there = midway["batches"], midway["rng"]
-            sums = torch.tensor(midway["sums"] if main else [0.0] * 5, device=dev, dtype=torch.float64)
-            _set_rng_state(rng_there, train)
-            midway = None
-        step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=scaler, dev=dev, amp=amp, method=method,
-                       spec=spec, beta=beta, channels_last=channels_last)
+    with _synced_batchnorm(model, sync_bn and distributed), timing(clock):
+        bare, net = _wrap(model, dev, distributed, compile)  # (after the batch-norm layers are synced: DDP sees the layers it runs)
+        while run.epoch < epochs and not run.stop:
+            epoch = run.epoch + 1
+            if distributed: train.sampler.set_epoch(epoch)
+            model.train()
+            t0 = time.time() - (midway["seconds"] if midway else 0.0)
+            p0 = time.perf_counter()
+            if midway: _set_rng_state(midway["epoch_rng"], train)  # the epoch's batch order and augmentation, as first drawn
+            epoch_rng = _gathered_rng_state(train) if ckpt is not None and checkpoint_steps else None
+            bar = tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False)
+            batches_in = iter(bar)
+            sums, done = None, 0
+            if midway:  # skip the batches the checkpoint already trained on, then take up the random state it had there
+                for _ in range(midway["batches"]): next(batches_in)
+                done, rng_there = midway["batches"], midway["rng"]
+                sums = torch.tensor(midway["sums"] if main else [0.0] * 5, device=dev, dtype=torch.float64)
+                _set_rng_state(rng_there, train)
+                midway = None
+            step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=scaler, dev=dev, amp=amp, method=method,
+                           spec=spec, beta=beta, channels_last=channels_last)
 
-        def save_midway(sums: torch.Tensor, batches: int) -> None:
-            "Every `checkpoint_steps` batches inside the epoch: a checkpoint to resume from there (never of a non-finite model)."
-            nonlocal saved
-            if batches % checkpoint_steps or batches >= len(train): return
-            total = sums.clone()
-            total[4] = _nonfinite_tensors(model)
-            _all_sum(total)
-            if total[3] or total[4] or not math.isfinite(total[0]): return  # the epoch's end reports it
-            rng = _gathered_rng_state(train)
-            if main:
-                save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng,
-                                    midway=dict(batches=batches, sums=total.tolist(), epoch_rng=epoch_rng, seconds=time.time() - t0))
-            saved = f"batch {batches} of epoch {epoch}"
+            def save_midway(sums: torch.Tensor, batches: int) -> None:
+                "Every `checkpoint_steps` batches inside the epoch: a checkpoint to resume from there (never of a non-finite model)."
+                nonlocal saved
+                if batches % checkpoint_steps or batches >= len(train): return
+                total = sums.clone()
+                total[4] = _nonfinite_tensors(model)
+                _all_sum(total)
+                if total[3] or total[4] or not math.isfinite(total[0]): return  # the epoch's end reports it
+                rng = _gathered_rng_state(train)
+                if main:
+                    with stage("checkpoint"):
+                        save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng,
+                                            midway=dict(batches=batches, sums=total.tolist(), epoch_rng=epoch_rng, seconds=time.time() - t0))
+                saved = f"batch {batches} of epoch {epoch}"
 
-        try:
-            sums, first_bad, batches = _epoch(run, batches_in, step, dev, cbs, stop_event, check_each_step, distributed, sums, done,
-                                              save_midway if epoch_rng is not None else None)
-        finally: bar.close()  # cleared before anything else is printed, even when training stops with an error
-        if distributed:
-            for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
-        sums[4] = _nonfinite_tensors(model)
-        _all_sum(sums)
-        loss_sum, correct, n, bad_losses, bad_tensors = sums.tolist()
-        if bad_losses or bad_tensors or not math.isfinite(loss_sum):  # checked before anything is written, stopped or not
-            if channels_last: model.to(memory_format=torch.contiguous_format)
-            model.eval()
-            raise NonFiniteTrainingError(_divergence_message(epoch, int(first_bad.item()), len(train), bad_tensors > 0, lr,
-                                                             ckpt if saved else None, saved))
-        if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
-            break  # unfinished epoch: dropped, the last checkpoint stays as it is
-        row = dict(epoch=epoch, loss=loss_sum / max(1, n), train_acc=correct / max(1, n), lr=opt.param_groups[0]["lr"])
-        if test is not None:
-            accs, _ = distributed_accuracy(model, test, [eval_spec], max_samples=eval_samples, seed=epoch)
-            row.update(clean_acc=accs["clean"], robust_acc=accs[eval_spec.label])
-        row["seconds"] = time.time() - t0
-        run.history.append(**row)
-        run.epoch = epoch
-        if ckpt is not None:
-            rng = _gathered_rng_state(train)
-            if main: save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng)
-            saved = f"epoch {epoch}"
-        for cb in cbs: cb.on_epoch_end(run, row)
-        if stop_event is not None and stop_event.is_set(): run.stop = True
-        if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())  # all stop together
+            try:
+                sums, first_bad, batches = _epoch(run, batches_in, step, dev, cbs, stop_event, check_each_step, distributed, sums, done,
+                                                  save_midway if epoch_rng is not None else None)
+            finally: bar.close()  # cleared before anything else is printed, even when training stops with an error
+            if distributed:
+                for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
+            sums[4] = _nonfinite_tensors(model)
+            _all_sum(sums)
+            loss_sum, correct, n, bad_losses, bad_tensors = sums.tolist()
+            if bad_losses or bad_tensors or not math.isfinite(loss_sum):  # checked before anything is written, stopped or not
+                if channels_last: model.to(memory_format=torch.contiguous_format)
+                model.eval()
+                raise NonFiniteTrainingError(_divergence_message(epoch, int(first_bad.item()), len(train), bad_tensors > 0, lr,
+                                                                 ckpt if saved else None, saved))
+            if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
+                break  # unfinished epoch: dropped, the last checkpoint stays as it is
+            row = dict(epoch=epoch, loss=loss_sum / max(1, n), train_acc=correct / max(1, n), lr=opt.param_groups[0]["lr"])
+            if test is not None:
+                with stage("evaluation"): accs, _ = distributed_accuracy(model, test, [eval_spec], max_samples=eval_samples, seed=epoch)
+                row.update(clean_acc=accs["clean"], robust_acc=accs[eval_spec.label])
+            row["seconds"] = time.time() - t0
+            run.history.append(**row)
+            run.epoch = epoch
+            if ckpt is not None:
+                rng = _gathered_rng_state(train)
+                if main:
+                    with stage("checkpoint"): save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng)
+                saved = f"epoch {epoch}"
+            if clock is not None:
+                secs, total = clock.take(), time.perf_counter() - p0
+                run.history.profile.append(dict(epoch=epoch, batches=batches - done, seconds=total, **secs, other=total - sum(secs.values())))
+            for cb in cbs: cb.on_epoch_end(run, row)
+            if stop_event is not None and stop_event.is_set(): run.stop = True
+            if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())  # all stop together
     run.stopped_early = run.epoch < epochs
     for cb in cbs: cb.on_train_end(run)
     if channels_last: model.to(memory_format=torch.contiguous_format)

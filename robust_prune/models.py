@@ -378,11 +378,12 @@ def save_checkpoint(
     path: str | Path,  # file to write (parent folders are created)
     pruning_history: list | None = None,  # torch-pruning history; default `model.pruning_history` if present
     arch: str | None = None,  # how to rebuild the unpruned network when `create_model` did not build it: torchvision:NAME, timm:NAME or module:function
+    rebuildable: bool = True,  # False: a network that cannot be rebuilt is saved anyway, as weights for that same network (a training state)
     **meta,  # JSON-like metadata to store beside the weights (epoch, accuracy, ...)
 ) -> Path:
     "Write `model` to `path` atomically, as plain data that `load_checkpoint` can rebuild it from."
     config = dict(getattr(model, "arch_config", None) or {})
-    if "arch" not in config:
+    if "arch" not in config and (rebuildable or arch is not None):
         if arch is None:
             raise ValueError("save_checkpoint needs to know how to rebuild the unpruned network: build it with create_model, "
                              "or pass arch='torchvision:NAME', 'timm:NAME' or 'module:function' (a function taking num_classes).")
@@ -444,6 +445,9 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict]:
     "Rebuild the (possibly pruned) model saved at `path`; returns `(model, meta)`."
     ckpt = read_checkpoint(path, map_location)
+    if "arch" not in ckpt["arch_config"]:
+        raise ValueError(f"'{path}' holds the weights of a network robust-prune did not build, not how to rebuild it: resume with "
+                         "finetune(that network, ..., resume=True), or load read_checkpoint(path)['state_dict'] into it.")
     model = rebuild(ckpt["arch_config"], ckpt.get("pruning_history"), allow_import)
     try: model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

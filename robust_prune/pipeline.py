@@ -25,7 +25,7 @@ from .core import (agreed, atomic_write, barrier, canonical, dist_info, init_dis
                                provenance)
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, evaluate, format_count, format_table, measure_latencies
-from .finetune import History, finetune, prune_then_finetune, robust_digits_model
+from .finetune import SYNC_BN_ON_CPU, History, finetune, prune_then_finetune, robust_digits_model
 from .models import ARCHITECTURES, create_model, load_checkpoint, save_checkpoint
 from .mrs import MRSReport, compute_mrs
 from .pruning import PruneReport, prune
@@ -57,7 +57,7 @@ def load_model(config: MRPFConfig) -> nn.Module:
     model = create_model(config.arch, dls.info, seed=config.seed).to(dev)
     _, train_attack, _ = config.attacks()
     finetune(model, dls.train, None, method="pgd-at", attack=train_attack, epochs=config.train_epochs, lr=0.1,
-             schedule="onecycle", seed=config.seed, progress=config.progress)
+             schedule="onecycle", seed=config.seed, progress=config.progress, sync_bn=config.sync_bn)
     return model.eval()
 
 # %% ../nbs/09_pipeline.ipynb #3722ec6a
@@ -96,7 +96,8 @@ def prune_and_finetune(
                                method=config.method, attack=train_attack, epochs=config.epochs, lr=config.lr,
                                optimizer=config.optimizer, schedule=config.schedule, beta=config.beta,
                                eval_attack=next((a for a in ev if a.name == "pgd"), ev[-1]),
-                               eval_samples=min(512, config.eval_samples or 512), progress=config.progress,
+                               eval_samples=min(512, config.eval_samples or 512), progress=config.progress, profile=config.profile,
+                               sync_bn=config.sync_bn,
                                callbacks=callbacks, stop_event=stop_event, checkpoint_dir=checkpoint_dir, resume=resume,
                                checkpoint_steps=config.checkpoint_steps)
 
@@ -195,7 +196,7 @@ def _write_artifacts(out: Path, result: MRPFResult, models: dict[str, nn.Module]
     result.plot().write_html(out / "accuracy.html", include_plotlyjs="cdn")
 
 # %% ../nbs/09_pipeline.ipynb #55d8ce04
-_NOT_IN_RUN_KEY = ("progress", "output_dir", "checkpoint_steps")  # settings that do not change what a run computes
+_NOT_IN_RUN_KEY = ("progress", "output_dir", "checkpoint_steps", "profile")  # settings that do not change what a run computes
 
 def fingerprint(model: nn.Module) -> str:
     "A short hash of `model`'s tensors (names, shapes, dtypes and values): two models with equal weights and buffers have equal fingerprints."
@@ -380,6 +381,7 @@ def _check_plan(config: MRPFConfig, allocations, model: nn.Module) -> tuple[Cost
 def _compare(config: MRPFConfig, allocations, model, out: Path | None, report, resume: bool, t0: float) -> MRPFResult:
     torch.manual_seed(config.seed)
     dev = _device(config)
+    if config.sync_bn and torch.distributed.is_initialized() and dev.type != "cuda": raise ValueError(SYNC_BN_ON_CPU)  # before hours of work
     if model is None and not config.checkpoint and config.train_epochs > 0:  # the plan checked on the architecture before training it
         _check_plan(config, allocations, create_model(config.arch, dataset_info(config.dataset, size=config.size), seed=config.seed))
     model = model if model is not None else load_model(config)

@@ -35,11 +35,14 @@ def test_bad_input_exits_2_with_one_line_reason(args, reason):
     assert len(lines) == 1 and reason in lines[0] and "Traceback" not in out.stderr
 
 
-def test_train_then_evaluate_checkpoint(tmp_path):
+def test_train_with_profile_then_evaluate_checkpoint(tmp_path):
     ckpt = tmp_path / "m.pt"
-    out = run("train", "--epochs", "1", "--out", str(ckpt), "--attack", "pgd:eps=0.1,steps=2")
+    out = run("train", "--epochs", "1", "--out", str(ckpt), "--attack", "pgd:eps=0.1,steps=2", "--profile")
     assert out.returncode == 0, out.stderr
     assert ckpt.is_file()
+    table = out.stdout.split("Where training spent its time (1 epoch, ")[1].splitlines()
+    stages = {line.split()[0]: float(line.split()[1]) for line in table[2:] if line.startswith("  ")}
+    assert list(stages)[:3] == ["data", "attack", "forward/backward"] and stages["attack"] > 0, out.stdout
     out = run("evaluate", "--checkpoint", str(ckpt), "--attack", "fgsm:eps=0.1", "--max-samples", "100",
               "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr

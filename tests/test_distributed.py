@@ -147,3 +147,15 @@ def test_train_and_evaluate_under_torchrun_write_once_and_count_every_test_image
         assert abs(x - y) < 1e-6  # the same counts (one process divides in float32)
     assert two.stdout.count("clean") == one.stdout.count("clean") > 0  # rank 0 alone prints the table
     assert b["provenance"]["processes"] == 2
+
+
+def test_sync_bn_on_cpus_is_refused_before_anything_runs(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "robust_prune.cli",
+           *CLI_RUN, "--sync-bn", "--out", str(tmp_path / "out")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode != 0
+    errors = [l for l in res.stderr.splitlines() if l.startswith("robust-prune run: error:")]
+    assert errors and all("sync_bn needs GPUs: SyncBatchNorm runs on CUDA devices only" in l for l in errors), res.stderr[-2000:]
+    assert "robust_prune/" not in res.stderr  # no traceback through the package (torchrun prints its own about the failed processes)
+    assert not list((tmp_path / "out").rglob("*.json"))  # refused before the dense evaluation

@@ -86,7 +86,7 @@ def test_gpu_check_dry_mode_prints_one_table_with_every_row(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     text = (tmp_path / "gpu_check.txt").read_text()
     assert text.strip() in res.stdout
-    for what in ("full MRS", "TRADES step", "torch.compile", "pruned 50%", "pruned 75%", "DDP TRADES", "pytest -m cuda"):
+    for what in ("full MRS", "TRADES step", "torch.compile", "pruned 50%", "pruned 75%", "DDP TRADES", "where that epoch spent", "pytest -m cuda"):
         line = next((l for l in text.splitlines() if what in l), None)
         assert line is not None, f"no row for {what!r}:\n{text}"
         assert "not measured" not in line, line
@@ -151,3 +151,36 @@ def test_a_compile_mode_is_taken_and_a_wrong_one_refused_before_training():
     with pytest.raises(ValueError, match=r"^compile must be True, False or a torch.compile mode \(default, reduce-overhead, "):
         finetune(model, _data(), epochs=1, progress=False, compile="fast")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_synced_batchnorm_swaps_the_layers_in_and_out_keeping_parameters_and_the_statistics_trained():
+    from robust_prune.finetune import _synced_batchnorm
+    bn_kinds = lambda m: {type(l).__name__ for l in m.modules() if isinstance(l, torch.nn.modules.batchnorm._BatchNorm)}
+    model = create_model("digits_resnet", seed=0, width=4).eval()
+    x = torch.rand(8, *model.arch_config["input_shape"])
+    params, before = dict(model.named_parameters()), model(x)
+    with _synced_batchnorm(model, True):
+        assert bn_kinds(model) == {"SyncBatchNorm"}
+        assert all(p is params[n] for n, p in model.named_parameters())  # the optimiser's parameters stay the model's
+        torch.testing.assert_close(model(x), before)
+        model.double().float()  # the layers' buffers are new tensors now ...
+        model.train(); model(x); model.eval()  # ... whose statistics move (no process group here: plain batch norm)
+        inside = model(x)
+    assert bn_kinds(model) == {"BatchNorm2d"} and not model.training
+    assert all(p is params[n] for n, p in model.named_parameters())
+    torch.testing.assert_close(model(x), inside)  # the statistics trained while synced are the layers' own afterwards
+    assert not torch.allclose(inside, before)
+    with _synced_batchnorm(model, False): assert bn_kinds(model) == {"BatchNorm2d"}
+
+
+@pytest.mark.cuda
+def test_cuda_sync_bn_under_torchrun_trains_and_gives_back_plain_batch_norm(tmp_path):
+    import json
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torch.cuda.device_count()), "--standalone",
+           str(ROOT / "benchmarks" / "ddp_epoch.py"), "--device", "cuda", "--arch", "digits_resnet", "--size", "8",
+           "--train-images", "256", "--test-images", "64", "--batch", "32", "--sync-bn", "--json", str(tmp_path / "s.json")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads((tmp_path / "s.json").read_text())
+    assert out["norm_layers"] == ["BatchNorm2d"] and out["history"]["epochs"][-1]["loss"] < 10

@@ -130,3 +130,28 @@ def test_registry_rejects_unknown_architecture():
     with pytest.raises(ValueError, match="choose one of"):
         create_model("alexnet")
     assert {"resnet18", "resnet50", "vgg16_bn", "mobilevit_xs", "digits_resnet"} <= set(ARCHITECTURES)
+
+
+def test_finetune_checkpoints_a_network_it_did_not_build_and_resumes_it(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+    from robust_prune.finetune import finetune
+    torch.manual_seed(0)
+    data = TensorDataset(torch.rand(32, 3, 8, 8), torch.arange(32) % 4)
+    def net():  # the same initial weights each time
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4))
+    kw = dict(method="pgd-at", attack="pgd:eps=0.1,steps=1", progress=False, checkpoint_dir=tmp_path, seed=0)
+    whole = net()
+    finetune(whole, DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator()), epochs=2, checkpoint_dir=tmp_path / "a",
+             **{k: v for k, v in kw.items() if k != "checkpoint_dir"})
+    from robust_prune.finetune import Callback
+    class StopAfterOne(Callback):
+        def on_epoch_end(self, run, row): run.stop = True
+    first = net()
+    finetune(first, DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator()), epochs=2, callbacks=[StopAfterOne()], **kw)
+    assert (tmp_path / "last.pt").is_file()  # written for a network robust-prune did not build
+    again = net()  # a fresh copy of the same network picks the run up after epoch 1
+    hist = finetune(again, DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator()), epochs=2, resume=True, **kw)
+    assert hist.resumed == [dict(epoch=2, batch=0)]
+    for a, b in zip(again.state_dict().values(), whole.state_dict().values()): torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="did not build"): load_checkpoint(tmp_path / "last.pt")
