@@ -98,8 +98,6 @@ class CostModel:
         self.counted = count_cost(model, x)  # torch-pruning's own count of the dense network
         self.dense = self.count({})
         self.exact_dense = (int(round(self.dense["params"])), int(round(self.dense["macs"]))) == (self.counted["params"], self.counted["macs"])
-        self.fixed_params = self.total_params - self.dense_prunable("params")
-        self.fixed_macs = self.dense["macs"] - self.dense_prunable("macs")
 
 # %% ../nbs/04_allocation.ipynb #135ba846
 def _kind(m: nn.Module) -> str:
@@ -123,7 +121,7 @@ def _describe(n: str, m: nn.Module, kind: str, positions: int, counted: bool) ->
 
 # %% ../nbs/04_allocation.ipynb #2a264fee
 def _profile(model: nn.Module, x: torch.Tensor):
-    "One forward pass: output positions of every layer, each call of an activation or pooling layer with the layer that produced its input, the MACs of every other counted layer (fixed), and the layers the counter does not reach."
+    "One forward pass: output positions of every layer (summed over its calls), each call of an activation or pooling layer with the layer that produced its input, the MACs of every other counted layer (fixed), and the layers the counter does not reach."
     out, calls, hooks, producer, recent = {}, [], [], {}, []
     counted = _counter_types()
     modeled = (nn.modules.conv._ConvNd, nn.Linear) + _norm_types()
@@ -137,7 +135,7 @@ def _profile(model: nn.Module, x: torch.Tensor):
         if isinstance(m, modeled):
             def hook(mod, inp, o, n=n):
                 channels_last = isinstance(mod, (nn.Linear, nn.LayerNorm))
-                out[n] = o.numel() // (o.shape[-1] if channels_last else o.shape[1])
+                out[n] = out.get(n, 0) + o.numel() // (o.shape[-1] if channels_last else o.shape[1])  # every call: a layer used twice costs twice
                 producer[id(o)] = (n, o)
                 recent.append((n, o.shape[-1] if channels_last else o.shape[1]))
             hooks.append(m.register_forward_hook(hook))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
 from .config import NAMES, one_of
-from .core import StageClock, _local_device, canonical, dist_info, init_distributed, is_main_process, stage, timing
+from .core import StageClock, _local_device, canonical, dist_info, init_distributed, is_main_process, patch, stage, timing
 from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
@@ -308,6 +308,23 @@ def save_training_state(path: Path, model, opt, sched, scaler, history: History,
                                                      history=history.to_dict(), settings=settings,
                                                      rng=rng if rng is not None else _rng_state(train), midway=midway))
 
+def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> tuple[History, dict | None]:
+    "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history and, for a checkpoint written inside an epoch, where in it."
+    from robust_prune.models import read_checkpoint
+    saved = read_checkpoint(ckpt, map_location=dev)
+    state = saved["meta"].get("training")
+    if state is None: raise ValueError(f"'{ckpt}' holds no training state to resume from.")
+    if state["settings"] != settings:
+        diff = {k for k in settings if state["settings"].get(k) != settings[k]}
+        raise ValueError(f"Cannot resume from '{ckpt}': it was made with different settings ({', '.join(sorted(diff))}).")
+    try: model.load_state_dict(saved["state_dict"])
+    except RuntimeError: raise ValueError(f"Cannot resume from '{ckpt}': its weights do not fit this model.") from None
+    opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"): scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"], train)
+    midway = state.get("midway")
+    return History.from_dict(state["history"]), (dict(midway, rng=state["rng"]) if midway else None)
+
 # %% ../nbs/06_finetune.ipynb #e668f66b
 def _autocast(device: torch.device, amp: str | None):
     if amp is None: return torch.autocast(device_type=device.type, enabled=False)
@@ -409,7 +426,7 @@ def _divergence_message(epoch: int, step: int, steps: int, weights: bool, lr: fl
             else "no checkpoint was written from it")
     return f"Training diverged: {what}; the learning rate (lr={lr:g}) is probably too high, lower it and run again ({kept})."
 
-# %% ../nbs/06_finetune.ipynb #78c035bc
+# %% ../nbs/06_finetune.ipynb #ec82f3c1
 def _place(model: nn.Module, device, distributed: bool, channels_last: bool) -> torch.device:
     "Move `model` to `device` (under torchrun a CUDA device is this process's GPU) and memory format; returns the device."
     if device is not None: model.to(device)
@@ -443,6 +460,7 @@ def _wrap(model: nn.Module, dev: torch.device, distributed: bool, compile: bool 
     net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, **no_sync)
     return bare, (compiler(net) if compiler else net)
 
+# %% ../nbs/06_finetune.ipynb #1acc213e
 SYNC_BN_ON_CPU = "sync_bn needs GPUs: SyncBatchNorm runs on CUDA devices only (on CPUs each process keeps its own batch-norm statistics)."
 
 @contextmanager
@@ -466,23 +484,7 @@ def _synced_batchnorm(model: nn.Module, on: bool):
             bn.train(synced.training)
             put(name, bn)
 
-def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> tuple[History, dict | None]:
-    "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history and, for a checkpoint written inside an epoch, where in it."
-    from robust_prune.models import read_checkpoint
-    saved = read_checkpoint(ckpt, map_location=dev)
-    state = saved["meta"].get("training")
-    if state is None: raise ValueError(f"'{ckpt}' holds no training state to resume from.")
-    if state["settings"] != settings:
-        diff = {k for k in settings if state["settings"].get(k) != settings[k]}
-        raise ValueError(f"Cannot resume from '{ckpt}': it was made with different settings ({', '.join(sorted(diff))}).")
-    try: model.load_state_dict(saved["state_dict"])
-    except RuntimeError: raise ValueError(f"Cannot resume from '{ckpt}': its weights do not fit this model.") from None
-    opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"): scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"], train)
-    midway = state.get("midway")
-    return History.from_dict(state["history"]), (dict(midway, rng=state["rng"]) if midway else None)
-
+# %% ../nbs/06_finetune.ipynb #5095a59f
 def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, channels_last) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "One optimiser step on the batch (`x`, `y`); returns the (detached) loss, the logits and `y` on the device."
     with stage("data"):
@@ -535,7 +537,147 @@ def _epoch(run: FineTuneRun, batches_in, step, dev, cbs, stop_event, check_each_
         if midway is not None: midway(sums, batches)
     return sums, first_bad, batches
 
-# %% ../nbs/06_finetune.ipynb #87ad7961
+# %% ../nbs/06_finetune.ipynb #e99e72dc
+@dataclass
+class _Loop:
+    "The state of one `finetune` run; its methods are the parts of an epoch: begin (where a checkpoint left off), end (check, evaluate, record, save)."
+    run: FineTuneRun  # model, history, epoch, stop flag: what callbacks see
+    train: object  # the training loader (under torchrun: with its DistributedSampler)
+    test: object  # the test loader of the per-epoch accuracies, or None
+    eval_spec: AttackSpec  # the attack of the per-epoch robust accuracy
+    eval_samples: int | None
+    opt: torch.optim.Optimizer
+    sched: object
+    scaler: object  # the fp16 gradient scaler, or None
+    lr: float  # the peak learning rate (named when training diverges)
+    settings: dict  # what a checkpoint must have been made with to be resumed
+    dev: torch.device
+    distributed: bool  # under torchrun
+    channels_last: bool
+    ckpt: Path | None  # `last.pt` in the checkpoint folder
+    checkpoint_steps: int | None
+    progress: bool
+    clock: StageClock | None  # with `profile=True`
+    saved: str = ""  # where in training `ckpt` is, once this run wrote (or resumed from) it
+    midway: dict | None = None  # a resumed unfinished epoch: where in it, its running sums and its starting random state
+    t0: float = 0.0  # the epoch's start (wall clock, minus the seconds a resumed epoch had run before)
+    p0: float = 0.0  # the epoch's start for its profile
+    bar: object = None  # the epoch's progress bar
+
+    @property
+    def model(self) -> nn.Module: return self.run.model
+
+    def save(self, rng: dict, where: str, **midway) -> None:
+        "Write the training state (rank 0 writes; every rank gathered its random state into `rng`); `midway`: where inside an epoch."
+        if is_main_process():
+            with stage("checkpoint"):
+                save_training_state(self.ckpt, self.model, self.opt, self.sched, self.scaler, self.run.history, self.settings,
+                                    self.train, rng, midway=midway or None)
+        self.saved = where
+
+    def resume(self) -> None:
+        "Take up the run `ckpt` holds (same settings only): weights, optimiser, schedule, random states, history and position."
+        run = self.run
+        run.history, self.midway = _resume_from(self.ckpt, self.model, self.opt, self.sched, self.scaler, self.settings, self.train, self.dev)
+        batch = self.midway["batches"] if self.midway else 0
+        run.epoch = len(run.history)
+        run.step = run.epoch * len(self.train) + batch
+        self.saved = f"batch {batch} of epoch {run.epoch + 1}" if self.midway else f"epoch {run.epoch}"
+        if run.epoch < run.epochs: run.history.resumed.append(dict(epoch=run.epoch + 1, batch=batch))
+
+# %% ../nbs/06_finetune.ipynb #42d23914
+@patch
+def begin(self: _Loop, epoch: int):
+    "Start epoch `epoch`, or take up the unfinished one a checkpoint holds: (the batches to train on, running sums, batches done, the hook that checkpoints inside the epoch)."
+    from tqdm.auto import tqdm
+    midway = self.midway
+    if self.distributed: self.train.sampler.set_epoch(epoch)
+    self.model.train()
+    self.t0, self.p0 = time.time() - (midway["seconds"] if midway else 0.0), time.perf_counter()
+    if midway: _set_rng_state(midway["epoch_rng"], self.train)  # the epoch's batch order and augmentation, as first drawn
+    epoch_rng = _gathered_rng_state(self.train) if self.ckpt is not None and self.checkpoint_steps else None
+    self.bar = tqdm(self.train, desc=f"epoch {epoch}/{self.run.epochs}", disable=not (self.progress and is_main_process()), leave=False)
+    batches_in, sums, done = iter(self.bar), None, 0
+    if midway:  # skip the batches the checkpoint already trained on, then take up the random state it had there
+        for _ in range(midway["batches"]): next(batches_in)
+        done = midway["batches"]
+        sums = torch.tensor(midway["sums"] if is_main_process() else [0.0] * 5, device=self.dev, dtype=torch.float64)
+        _set_rng_state(midway["rng"], self.train)
+        self.midway = None
+    hook = partial(self.save_midway, epoch=epoch, epoch_rng=epoch_rng) if epoch_rng is not None else None
+    return batches_in, sums, done, hook
+
+@patch
+def save_midway(self: _Loop, sums: torch.Tensor, batches: int, epoch: int, epoch_rng: dict) -> None:
+    "Every `checkpoint_steps` batches inside an epoch: a checkpoint to resume from there (never of a non-finite model)."
+    if batches % self.checkpoint_steps or batches >= len(self.train): return
+    total = sums.clone()
+    total[4] = _nonfinite_tensors(self.model)
+    _all_sum(total)
+    if total[3] or total[4] or not math.isfinite(total[0]): return  # the epoch's end reports it
+    self.save(_gathered_rng_state(self.train), f"batch {batches} of epoch {epoch}",
+              batches=batches, sums=total.tolist(), epoch_rng=epoch_rng, seconds=time.time() - self.t0)
+
+# %% ../nbs/06_finetune.ipynb #93d80fe7
+@patch
+def end(self: _Loop, epoch: int, sums: torch.Tensor, first_bad: torch.Tensor, batches: int, done: int) -> dict | None:
+    "Close epoch `epoch`: check that loss and weights are finite, then evaluate, record, checkpoint and time it; its row, or None when it was stopped unfinished."
+    run, model = self.run, self.model
+    if self.distributed:
+        for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
+    sums[4] = _nonfinite_tensors(model)
+    _all_sum(sums)
+    loss_sum, correct, n, bad_losses, bad_tensors = sums.tolist()
+    if bad_losses or bad_tensors or not math.isfinite(loss_sum):  # checked before anything is written, stopped or not
+        if self.channels_last: model.to(memory_format=torch.contiguous_format)
+        model.eval()
+        raise NonFiniteTrainingError(_divergence_message(epoch, int(first_bad.item()), len(self.train), bad_tensors > 0, self.lr,
+                                                         self.ckpt if self.saved else None, self.saved))
+    if run.stop and batches < len(self.train): return None  # unfinished (counted in batches: a drop_last loader ends its epochs too)
+    row = dict(epoch=epoch, loss=loss_sum / max(1, n), train_acc=correct / max(1, n), lr=self.opt.param_groups[0]["lr"])
+    if self.test is not None:
+        with stage("evaluation"):
+            accs, _ = distributed_accuracy(model, self.test, [self.eval_spec], max_samples=self.eval_samples, seed=epoch)
+        row.update(clean_acc=accs["clean"], robust_acc=accs[self.eval_spec.label])
+    row["seconds"] = time.time() - self.t0
+    run.history.append(**row)
+    run.epoch = epoch
+    if self.ckpt is not None: self.save(_gathered_rng_state(self.train), f"epoch {epoch}")
+    if self.clock is not None:
+        secs, total = self.clock.take(), time.perf_counter() - self.p0
+        run.history.profile.append(dict(epoch=epoch, batches=batches - done, seconds=total, **secs, other=total - sum(secs.values())))
+    return row
+
+@patch
+def epoch(self: _Loop, epoch: int, step, cbs, stop_event, check_each_step: bool) -> dict | None:
+    "Train epoch `epoch` (`step` trains on one batch) and close it; its row, or None when it was stopped unfinished."
+    batches_in, sums, done, hook = self.begin(epoch)
+    try: sums, first_bad, batches = _epoch(self.run, batches_in, step, self.dev, cbs, stop_event, check_each_step, self.distributed,
+                                           sums, done, hook)
+    finally: self.bar.close()  # cleared before anything else is printed, even when training stops with an error
+    return self.end(epoch, sums, first_bad, batches, done)
+
+# %% ../nbs/06_finetune.ipynb #9317f91a
+def _checked(method, epochs, resume, checkpoint_dir, checkpoint_steps, attack, eval_attack) -> tuple[str, AttackSpec, AttackSpec]:
+    "`finetune`'s arguments checked before anything runs: (method, training attack, evaluation attack)."
+    method = _check_method(method)
+    if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be an integer >= 0, got {epochs}.")
+    if resume and checkpoint_dir is None: raise ValueError("resume=True needs checkpoint_dir.")
+    if checkpoint_steps is not None and (int(checkpoint_steps) != checkpoint_steps or checkpoint_steps < 1):
+        raise ValueError(f"checkpoint_steps must be an integer >= 1 or None, got {checkpoint_steps!r}.")
+    spec = AttackSpec.parse(attack)
+    eval_spec = AttackSpec.parse(eval_attack) if eval_attack is not None else (
+        AttackSpec("pgd", spec.eps, spec.alpha, spec.steps) if spec.name in ("pgd", "tpgd") else spec)
+    return method, spec, eval_spec
+
+def _seed(seed: int | None, train) -> None:
+    "Seed the run (rank r: `seed + r`) and the training loader's shuffle generator (the same on every rank); None: leave them."
+    if seed is None: return
+    torch.manual_seed(seed + dist_info()[0])
+    gen = getattr(train, "generator", None)
+    if isinstance(gen, torch.Generator): gen.manual_seed(seed)
+
+# %% ../nbs/06_finetune.ipynb #ff72aaca
 def finetune(
     model: nn.Module,  # network to train (modified in place)
     train,  # training DataLoader of [0, 1] images (under torchrun: the same on every process; batch size per process)
@@ -567,114 +709,32 @@ def finetune(
     sync_bn: bool = False,  # under torchrun on GPUs: batch-norm statistics over every process's batch (SyncBatchNorm) instead of each its own
 ) -> History:
     "Train `model` adversarially with `method`; returns the per-epoch `History`. Runs data-parallel under torchrun; a non-finite loss or weights raise `NonFiniteTrainingError`."
-    method = _check_method(method)
-    if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be an integer >= 0, got {epochs}.")
-    if resume and checkpoint_dir is None: raise ValueError("resume=True needs checkpoint_dir.")
-    if checkpoint_steps is not None and (int(checkpoint_steps) != checkpoint_steps or checkpoint_steps < 1):
-        raise ValueError(f"checkpoint_steps must be an integer >= 1 or None, got {checkpoint_steps!r}.")
-    spec = AttackSpec.parse(attack)
-    eval_spec = AttackSpec.parse(eval_attack) if eval_attack is not None else (
-        AttackSpec("pgd", spec.eps, spec.alpha, spec.steps) if spec.name in ("pgd", "tpgd") else spec)
+    method, spec, eval_spec = _checked(method, epochs, resume, checkpoint_dir, checkpoint_steps, attack, eval_attack)
     distributed = init_distributed()
-    rank, world = dist_info()
-    main = rank == 0
     dev = _place(model, device, distributed, channels_last)
     amp = _resolve_amp(amp, dev)
     _compiler(compile)  # a wrong mode is said before anything runs
     if sync_bn and distributed and dev.type != "cuda": raise ValueError(SYNC_BN_ON_CPU)
     if distributed: train = distributed_loader(train, seed=seed or 0)
     settings = _run_settings(method=method, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
-                             weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed,
-                             batches=len(train))
-    if seed is not None: torch.manual_seed(seed + rank)
-    gen = getattr(train, "generator", None)
-    if seed is not None and isinstance(gen, torch.Generator): gen.manual_seed(seed)
-    from tqdm.auto import tqdm
+                             weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed, batches=len(train))
+    _seed(seed, train)
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov)
     sched = make_scheduler(opt, schedule, epochs * len(train))
-    scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
-    run = FineTuneRun(model, History(method, eval_spec.label), int(epochs))
-    ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    saved = ""  # where in training `ckpt` is, once this run wrote (or resumed from) it
-    check_each_step = dev.type == "cpu" and not distributed  # a CPU reads the loss for free: stop at the first bad step
-    midway = None  # a resumed unfinished epoch: where in it, its running sums and its starting random state
-    if resume and ckpt.is_file():
-        run.history, midway = _resume_from(ckpt, model, opt, sched, scaler, settings, train, dev)
-        run.epoch = len(run.history)
-        run.step = run.epoch * len(train) + (midway["batches"] if midway else 0)
-        saved = f"batch {midway['batches']} of epoch {run.epoch + 1}" if midway else f"epoch {run.epoch}"
-        if run.epoch < epochs: run.history.resumed.append(dict(epoch=run.epoch + 1, batch=midway["batches"] if midway else 0))
-    clock = StageClock(dev) if profile else None
-    cbs = list(callbacks)
+    loop = _Loop(FineTuneRun(model, History(method, eval_spec.label), int(epochs)), train, test, eval_spec, eval_samples, opt, sched,
+                 torch.amp.GradScaler(dev.type) if amp == "fp16" else None, lr, settings, dev, distributed, channels_last,
+                 Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None, checkpoint_steps, progress,
+                 StageClock(dev) if profile else None)
+    if resume and loop.ckpt.is_file(): loop.resume()
+    run, cbs = loop.run, list(callbacks)
     for cb in cbs: cb.on_train_begin(run)
-    with _synced_batchnorm(model, sync_bn and distributed), timing(clock):
+    with _synced_batchnorm(model, sync_bn and distributed), timing(loop.clock):
         bare, net = _wrap(model, dev, distributed, compile)  # (after the batch-norm layers are synced: DDP sees the layers it runs)
+        step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=loop.scaler, dev=dev, amp=amp, method=method,
+                       spec=spec, beta=beta, channels_last=channels_last)
         while run.epoch < epochs and not run.stop:
-            epoch = run.epoch + 1
-            if distributed: train.sampler.set_epoch(epoch)
-            model.train()
-            t0 = time.time() - (midway["seconds"] if midway else 0.0)
-            p0 = time.perf_counter()
-            if midway: _set_rng_state(midway["epoch_rng"], train)  # the epoch's batch order and augmentation, as first drawn
-            epoch_rng = _gathered_rng_state(train) if ckpt is not None and checkpoint_steps else None
-            bar = tqdm(train, desc=f"epoch {epoch}/{epochs}", disable=not (progress and main), leave=False)
-            batches_in = iter(bar)
-            sums, done = None, 0
-            if midway:  # skip the batches the checkpoint already trained on, then take up the random state it had there
-                for _ in range(midway["batches"]): next(batches_in)
-                done, rng_there = midway["batches"], midway["rng"]
-                sums = torch.tensor(midway["sums"] if main else [0.0] * 5, device=dev, dtype=torch.float64)
-                _set_rng_state(rng_there, train)
-                midway = None
-            step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=scaler, dev=dev, amp=amp, method=method,
-                           spec=spec, beta=beta, channels_last=channels_last)
-
-            def save_midway(sums: torch.Tensor, batches: int) -> None:
-                "Every `checkpoint_steps` batches inside the epoch: a checkpoint to resume from there (never of a non-finite model)."
-                nonlocal saved
-                if batches % checkpoint_steps or batches >= len(train): return
-                total = sums.clone()
-                total[4] = _nonfinite_tensors(model)
-                _all_sum(total)
-                if total[3] or total[4] or not math.isfinite(total[0]): return  # the epoch's end reports it
-                rng = _gathered_rng_state(train)
-                if main:
-                    with stage("checkpoint"):
-                        save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng,
-                                            midway=dict(batches=batches, sums=total.tolist(), epoch_rng=epoch_rng, seconds=time.time() - t0))
-                saved = f"batch {batches} of epoch {epoch}"
-
-            try:
-                sums, first_bad, batches = _epoch(run, batches_in, step, dev, cbs, stop_event, check_each_step, distributed, sums, done,
-                                                  save_midway if epoch_rng is not None else None)
-            finally: bar.close()  # cleared before anything else is printed, even when training stops with an error
-            if distributed:
-                for b in model.buffers(): torch.distributed.broadcast(b, 0)  # batch-norm statistics as rank 0 has them
-            sums[4] = _nonfinite_tensors(model)
-            _all_sum(sums)
-            loss_sum, correct, n, bad_losses, bad_tensors = sums.tolist()
-            if bad_losses or bad_tensors or not math.isfinite(loss_sum):  # checked before anything is written, stopped or not
-                if channels_last: model.to(memory_format=torch.contiguous_format)
-                model.eval()
-                raise NonFiniteTrainingError(_divergence_message(epoch, int(first_bad.item()), len(train), bad_tensors > 0, lr,
-                                                                 ckpt if saved else None, saved))
-            if run.stop and batches < len(train):  # (counted in batches, so a drop_last loader ends its epochs too)
-                break  # unfinished epoch: dropped, the last checkpoint stays as it is
-            row = dict(epoch=epoch, loss=loss_sum / max(1, n), train_acc=correct / max(1, n), lr=opt.param_groups[0]["lr"])
-            if test is not None:
-                with stage("evaluation"): accs, _ = distributed_accuracy(model, test, [eval_spec], max_samples=eval_samples, seed=epoch)
-                row.update(clean_acc=accs["clean"], robust_acc=accs[eval_spec.label])
-            row["seconds"] = time.time() - t0
-            run.history.append(**row)
-            run.epoch = epoch
-            if ckpt is not None:
-                rng = _gathered_rng_state(train)
-                if main:
-                    with stage("checkpoint"): save_training_state(ckpt, model, opt, sched, scaler, run.history, settings, train, rng)
-                saved = f"epoch {epoch}"
-            if clock is not None:
-                secs, total = clock.take(), time.perf_counter() - p0
-                run.history.profile.append(dict(epoch=epoch, batches=batches - done, seconds=total, **secs, other=total - sum(secs.values())))
+            row = loop.epoch(run.epoch + 1, step, cbs, stop_event, check_each_step=dev.type == "cpu" and not distributed)
+            if row is None: break  # an unfinished epoch is dropped; the last checkpoint stays as it is
             for cb in cbs: cb.on_epoch_end(run, row)
             if stop_event is not None and stop_event.is_set(): run.stop = True
             if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())  # all stop together

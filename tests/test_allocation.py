@@ -1,10 +1,14 @@
 """Allocation meets its parameter target as real torch-pruning counts it, respects bounds and locks, round-trips JSON."""
 import copy
+import json
 import math
 import random
+import re
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 import torch_pruning as tp
 
 from robust_prune.allocation import Allocation, CostModel, RULES, allocate, pruning_ratio_dict, rule_weights
@@ -107,3 +111,82 @@ def test_allocation_json_round_trip_and_bad_files(tmp_path, resnet18):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         Allocation.load(tmp_path / "broken.json")
+
+
+class _Block(nn.Module):
+    "ConvNeXt-like: depthwise, two pointwise convolutions and a layer-scale parameter (a bare nn.Parameter) on the residual."
+    def __init__(self, c=16):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.pw1 = nn.Conv2d(c, 3 * c, 1)
+        self.pw2 = nn.Conv2d(3 * c, c, 1)
+        self.gamma = nn.Parameter(torch.full((1, c, 1, 1), 0.1))  # (its channels: the last dimension longer than 1)
+    def forward(self, x): return x + self.gamma * self.pw2(F.relu(self.pw1(self.dw(x))))
+
+
+class OddNet(nn.Module):
+    "What real networks hold and the zoo does not: layer scale (nested), a convolution called twice, a bare scalar parameter of the network itself, no recorded input shape."
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.block = _Block(16)
+        self.mix = nn.Conv2d(16, 24, 1)
+        self.twice = nn.Conv2d(24, 24, 3, padding=1)  # the same layer applied twice
+        self.head = nn.Linear(24, 10)
+        self.temperature = nn.Parameter(torch.ones(()))  # a scalar: no channel to prune
+    def forward(self, x):
+        x = self.block(F.relu(self.bn(self.stem(x))))
+        x = self.twice(F.relu(self.twice(F.relu(self.mix(x)))))
+        return self.head(x.mean((2, 3))) / self.temperature
+
+
+@pytest.fixture(scope="module")
+def odd():
+    torch.manual_seed(0)
+    model, x = OddNet().eval(), torch.rand(1, 3, 16, 16)
+    return model, x, CostModel(model, example_inputs=x)
+
+
+def test_cost_model_counts_layer_scale_a_twice_called_layer_and_a_scalar_parameter_as_torch_pruning_does(odd):
+    from robust_prune.groups import count_cost
+    from robust_prune.pruning import prune
+    model, x, cm = odd
+    assert cm.groups == ["block.pw1", "block.pw2", "twice"] and cm.layers["block.gamma"].kind == "param"
+    assert cm.exact_dense is True and cm.dense == {k: float(v) for k, v in cm.counted.items()}
+    for of, rule in (("params", "uniform"), ("macs", "param")):
+        alloc = allocate(None, model, 0.5, rule, target_of=of, cost_model=cm, verify=False)
+        pruned = copy.deepcopy(model)
+        prune(pruned, alloc, "l2", example_inputs=x)
+        assert cm.count(alloc.ratios) == {k: float(v) for k, v in count_cost(pruned, x).items()}, (of, alloc.ratios)
+        assert abs(alloc.achieved - 0.5) <= 0.005 * 0.5
+
+
+def test_cost_model_settings_reach_the_group_walk_and_bad_ones_are_refused(odd):
+    from robust_prune.groups import ModelGroups
+    model, x, cm = odd
+    assert CostModel(model, example_inputs=x, groups=cm.mg).mg is cm.mg  # a walk given is reused
+    assert "block.pw1" not in CostModel(model, example_inputs=x, ignored_layers=[model.block.pw1]).groups
+    r8 = CostModel(model, example_inputs=x, round_to=8)
+    assert r8.round_to == 8 and r8.kept({"block.pw2": 0.3})["block.pw2"] == 8  # 16 * 0.7 = 11.2, rounded to a multiple of 8
+    assert CostModel(model, example_inputs=x, round_to=1).round_to == 1
+    small = CostModel(OddNet(), example_inputs=torch.rand(1, 3, 8, 8))  # a fresh network: the input shape is the one given
+    assert small.counted["params"] == cm.counted["params"] and small.counted["macs"] < cm.counted["macs"] / 3
+    assert cm.max_ratio("block.pw2", 0.99) == 15 / 16  # one channel kept by default
+    assert CostModel(model, example_inputs=x, min_channels=4).max_ratio("block.pw2", 0.99) == 12 / 16
+    for kw, msg in ((dict(round_to=0), "round_to must be >= 1, got 0."), (dict(min_channels=0), "min_channels must be >= 1, got 0.")):
+        with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"): CostModel(model, example_inputs=x, **kw)
+
+
+def test_allocation_files_keep_infinite_scores_take_zero_ratios_and_refuse_bad_records():
+    a = Allocation({"a": 0.0, "b": 0.5}, rule="inverse", scores={"a": math.inf, "b": 2.0})
+    d = a.to_dict()
+    assert d["scores"] == {"a": "inf", "b": 2.0} and json.dumps(d, allow_nan=False)  # strict JSON: no Infinity
+    back = Allocation.from_dict(json.loads(json.dumps(d)))
+    assert back == a and back.scores == {"a": math.inf, "b": 2.0} and type(back.ratios["a"]) is float
+    assert Allocation({"a": 0.5}).to_dict()["scores"] is None
+    assert Allocation.from_dict({"ratios": {"a": 0}, "scores": {"a": "2.5"}}).scores == {"a": 2.5}
+    for bad in ({}, {"ratios": [0.5]}):
+        with pytest.raises(ValueError, match=r"^An allocation needs a `ratios` mapping \{group: ratio\}\.$"): Allocation.from_dict(bad)
+    with pytest.raises(ValueError, match=r"^Ratio of 'a' must be in \[0, 1\), got 1\.0\.$"): Allocation.from_dict({"ratios": {"a": 1.0}})
+    with pytest.raises(ValueError, match=r"^Unknown allocation field\(s\): colour; known: ratios, rule, "):
+        Allocation.from_dict({"ratios": {"a": 0.5}, "colour": "red"})
