@@ -132,7 +132,7 @@ class StageClock:
     def __init__(self, device: torch.device | str | None = None):
         import torch
         self.device = torch.device(device) if device is not None else None
-        self.seconds, self.calls, self._open = {}, {}, []  # _open: one [start, nested seconds] per stage now running
+        self.seconds, self._open = {}, []  # _open: one [start, nested seconds] per stage now running
 
     def _now(self) -> float:
         if self.device is not None and self.device.type == "cuda":
@@ -152,12 +152,11 @@ class StageClock:
                 self._open.pop()
                 total = self._now() - frame[0]
                 self.seconds[name] = self.seconds.get(name, 0.0) + total - frame[1]
-                self.calls[name] = self.calls.get(name, 0) + 1
                 if self._open: self._open[-1][1] += total
 
     def take(self) -> dict[str, float]:
         "The seconds per stage so far, and a fresh start."
-        out, self.seconds, self.calls = self.seconds, {}, {}
+        out, self.seconds = self.seconds, {}
         return out
 
 _CLOCK: ContextVar[StageClock | None] = ContextVar("robust_prune_clock", default=None)

@@ -27,11 +27,10 @@ from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'PROFILE_STAGES', 'COMPILE_MODES', 'SYNC_BN_ON_CPU', 'DIGITS_EPS',
-           'inner_attack', 'linf_pgd', 'training_loss', 'make_optimizer', 'make_scheduler', 'History', 'Callback',
-           'FineTuneRun', 'EarlyStopping', 'PrintEpochs', 'save_training_state', 'distributed_loader',
-           'distributed_accuracy', 'NonFiniteTrainingError', 'finetune', 'cache_dir', 'shipped_dir',
-           'robust_digits_model', 'prune_then_finetune']
+__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'PROFILE_STAGES', 'COMPILE_MODES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd',
+           'training_loss', 'make_optimizer', 'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping',
+           'PrintEpochs', 'save_training_state', 'distributed_loader', 'distributed_accuracy', 'NonFiniteTrainingError',
+           'check_sync_bn', 'finetune', 'cache_dir', 'shipped_dir', 'robust_digits_model', 'prune_then_finetune']
 
 # %% ../nbs/06_finetune.ipynb #bfa188d9
 METHODS = NAMES["method"][0]  # trades, pgd-at, mart, clean
@@ -461,7 +460,10 @@ def _wrap(model: nn.Module, dev: torch.device, distributed: bool, compile: bool 
     return bare, (compiler(net) if compiler else net)
 
 # %% ../nbs/06_finetune.ipynb #1acc213e
-SYNC_BN_ON_CPU = "sync_bn needs GPUs: SyncBatchNorm runs on CUDA devices only (on CPUs each process keeps its own batch-norm statistics)."
+def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
+    "Refuse `sync_bn` where PyTorch cannot run `SyncBatchNorm`: under torchrun on anything but CUDA devices (one process: nothing to sync)."
+    if sync_bn and torch.distributed.is_available() and torch.distributed.is_initialized() and torch.device(device).type != "cuda":
+        raise ValueError("sync_bn needs GPUs: SyncBatchNorm runs on CUDA devices only (on CPUs each process keeps its own batch-norm statistics).")
 
 @contextmanager
 def _synced_batchnorm(model: nn.Module, on: bool):
@@ -503,12 +505,10 @@ def _step(x, y, net, bare, opt, sched, scaler, dev, amp, method, spec, beta, cha
 
 def _timed(batches, name: str = "data"):
     "The items of `batches`, the wait for each one timed as stage `name`."
-    it = iter(batches)
+    it, end = iter(batches), object()
     while True:
-        with stage(name):
-            try: item = next(it)
-            except StopIteration: item = it = None
-        if it is None: return
+        with stage(name): item = next(it, end)
+        if item is end: return
         yield item
 
 # %% ../nbs/06_finetune.ipynb #a3ead5e5
@@ -714,7 +714,7 @@ def finetune(
     dev = _place(model, device, distributed, channels_last)
     amp = _resolve_amp(amp, dev)
     _compiler(compile)  # a wrong mode is said before anything runs
-    if sync_bn and distributed and dev.type != "cuda": raise ValueError(SYNC_BN_ON_CPU)
+    check_sync_bn(sync_bn, dev)
     if distributed: train = distributed_loader(train, seed=seed or 0)
     settings = _run_settings(method=method, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
                              weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed, batches=len(train))

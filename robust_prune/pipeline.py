@@ -25,7 +25,7 @@ from .core import (agreed, atomic_write, barrier, canonical, dist_info, init_dis
                                provenance)
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, evaluate, format_count, format_table, measure_latencies
-from .finetune import SYNC_BN_ON_CPU, History, finetune, prune_then_finetune, robust_digits_model
+from .finetune import History, check_sync_bn, finetune, prune_then_finetune, robust_digits_model
 from .models import ARCHITECTURES, create_model, load_checkpoint, save_checkpoint
 from .mrs import MRSReport, compute_mrs
 from .pruning import PruneReport, prune
@@ -381,7 +381,7 @@ def _check_plan(config: MRPFConfig, allocations, model: nn.Module) -> tuple[Cost
 def _compare(config: MRPFConfig, allocations, model, out: Path | None, report, resume: bool, t0: float) -> MRPFResult:
     torch.manual_seed(config.seed)
     dev = _device(config)
-    if config.sync_bn and torch.distributed.is_initialized() and dev.type != "cuda": raise ValueError(SYNC_BN_ON_CPU)  # before hours of work
+    check_sync_bn(config.sync_bn, dev)  # before hours of work
     if model is None and not config.checkpoint and config.train_epochs > 0:  # the plan checked on the architecture before training it
         _check_plan(config, allocations, create_model(config.arch, dataset_info(config.dataset, size=config.size), seed=config.seed))
     model = model if model is not None else load_model(config)
