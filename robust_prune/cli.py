@@ -65,14 +65,14 @@ def _pipeline_options(p: argparse.ArgumentParser, mrs_only: bool = False) -> Non
     p.add_argument("--mrs-samples", type=int, default=S, help="size of the fixed adversarial batch (default 256)")
     if not mrs_only:
         p.add_argument("--sparsity", type=float, default=S, help="share of the prunable parameters to remove, in [0, 1) (default 0.7)")
-        p.add_argument("--target-of", default=S, help="what --sparsity counts: params (default) or macs")
+        p.add_argument("--target-of", default=S, help="what --sparsity counts: params (default), macs, or both (every allocation at each: one table per matching)")
         p.add_argument("--rule", default=S, help="MRS allocation rule: per-param (default), inverse (the paper's 1/MRS), rank, softmax")
         p.add_argument("--r-max", type=float, default=S, help="largest ratio any group gets (default 0.8)")
     p.add_argument("--device", default=S, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-# %% ../nbs/10_cli.ipynb #55d837a5
+# %% ../nbs/10_cli.ipynb #d1255aae
 def _train_parser(sub) -> None:
     "The `train` command's options."
     t = sub.add_parser("train", help="train a model adversarially from scratch and save a checkpoint",
@@ -105,12 +105,13 @@ def _evaluate_parser(sub) -> None:
                    "white-box, accuracy -> 0 as eps grows, more PGD steps never help) on the first 256 test images (or "
                    "--max-samples) at the budget of the first --attack (default: the data set's eps); failed checks are flagged")
 
+# %% ../nbs/10_cli.ipynb #c74186c2
 def _run_parser(sub) -> None:
     "The `run` command's options."
     r = sub.add_parser("run", help="prune a model with MRPF and compare it with uniform pruning at the same budget (default: digits demo)",
                        description="Run MRPF end to end: fixed adversarial batch -> Module Robustness Sensitivity -> per-group "
                                    "pruning ratios -> structured pruning -> adversarial fine-tuning -> evaluation. Every "
-                                   "allocation in --compare gets the same parameter budget, so the table compares like with like. "
+                                   "allocation in --compare gets the same budget of parameters (or MACs, or each in turn: --target-of), so the table compares like with like. "
                                    "Settings come from --config (YAML or JSON, keys as in MRPFConfig) and the options below, "
                                    "which win over the file. With no options at all it runs on the embedded digits data in a few "
                                    "minutes on a CPU.",
@@ -148,6 +149,7 @@ def _mrs_parser(sub) -> None:
     m.add_argument("--json", default=None, help="write the MRSReport to this JSON file")
     m.add_argument("--html", default=None, help="write the bar chart (plotly, log axis) to this HTML file")
 
+# %% ../nbs/10_cli.ipynb #e97572e4
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of the `robust-prune` command."
     parser = argparse.ArgumentParser(
@@ -156,7 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_train_parser, _evaluate_parser, _run_parser, _mrs_parser): add(sub)
     return parser
-
 
 # %% ../nbs/10_cli.ipynb #8c03e47b
 def _device(name: str | None):
@@ -264,7 +265,7 @@ def _sanity(model, test, attacks, eps: float, args):
     eps, norm = (spec.eps, spec.norm) if spec is not None else (eps, "Linf")
     return sanity_checks(model, torch.cat(xs)[:n], torch.cat(ys)[:n], eps, norm=norm, seed=args.seed)
 
-# %% ../nbs/10_cli.ipynb #a2988338
+# %% ../nbs/10_cli.ipynb #6152a586
 _NOT_CONFIG = {"command", "config", "quiet", "compare", "per_layer", "json", "html", "fresh", "smoke"}
 
 def config_from_args(args: argparse.Namespace):
@@ -293,6 +294,7 @@ def config_from_args(args: argparse.Namespace):
                            + ("" if canonical(dataset) == "digits" else f"; training needs the {dataset} files in --data-root, or --download") + ").")
     return MRPFConfig.from_dict(d)
 
+# %% ../nbs/10_cli.ipynb #b28de45e
 def cmd_run(args) -> int:
     "`robust-prune run`."
     from robust_prune.config import one_of
@@ -326,6 +328,7 @@ def smoke_config(config, out_given: bool = False):
                               f"and 1 fine-tuning epoch, Taylor MRS on 16 images, PGD-2 on 16 test images; into '{tiny.output_dir}'.", file=sys.stderr)
     return tiny
 
+# %% ../nbs/10_cli.ipynb #d6d4cb95
 def cmd_mrs(args) -> int:
     "`robust-prune mrs`."
     json_out, html_out = (_writable(p, f) if p else None for p, f in ((args.json, "--json"), (args.html, "--html")))  # fail before the slow part

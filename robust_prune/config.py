@@ -32,7 +32,7 @@ class MRPFConfig(Record):
     batch_size: int = 128  # training / evaluation batch size
     train_samples: int | None = None  # train and fine-tune on this many training samples, a fixed random subset (None: all)
     sparsity: float = 0.7  # share of the prunable parameters (or MACs) to remove, in [0, 1)
-    target_of: str = "params"  # params or macs
+    target_of: str = "params"  # params, macs, or both (`compare`: every allocation at each, one row per matching)
     rule: str = "per-param"  # MRS allocation rule: inverse, per-param, rank, softmax (or uniform, param)
     r_min: float = 0.0  # lower bound of every group's ratio
     r_max: float = 0.8  # upper bound of every group's ratio
@@ -261,7 +261,7 @@ NAMES = {  # setting -> (the names it accepts, aliases, what a message calls it)
                {"pgd": "pgd-at", "madry": "pgd-at", "at": "pgd-at", "standard": "clean", "none": "clean"}, "fine-tuning method"),
     "optimizer": (("sgd", "adam", "adamw"), {}, "optimizer"),
     "schedule": (("cosine", "step", "constant", "onecycle"), {}, "schedule"),
-    "target_of": (("params", "macs"), {}, "budget target"),
+    "target_of": (("params", "macs", "both"), {}, "budget target"),
 }
 
 def one_of(

@@ -21,8 +21,8 @@ from .models import example_input, unprunable_layers
 from .core import patch
 
 # %% auto #0
-__all__ = ['resolve_ignored', 'check_forward', 'torch_pruning_errors', 'kept_channels', 'torch_pruning_ratio', 'PrunableGroup',
-           'GroupMember', 'ModelGroups', 'prunable_groups', 'count_cost']
+__all__ = ['resolve_ignored', 'check_forward', 'torch_pruning_errors', 'unreached_parameters', 'kept_channels',
+           'torch_pruning_ratio', 'PrunableGroup', 'GroupMember', 'ModelGroups', 'prunable_groups', 'count_cost']
 
 # %% ../nbs/02a_groups.ipynb #839d8df7
 def resolve_ignored(
@@ -120,6 +120,30 @@ def torch_pruning_errors(
         raise ValueError(f"torch-pruning cannot {'trace' if stage == 'trace' else 'prune'} this model"
                          f"{' ' + where if where else ''} ({type(e).__name__}: {msg}); {advice}.") from None
 
+# %% ../nbs/02a_groups.ipynb #1ce5d942
+def unreached_parameters(
+    model: nn.Module,  # the network
+    x: torch.Tensor,  # example inputs
+) -> list[str]:
+    "Names of the trainable parameters that get no gradient from the model's output on `x` in eval mode (modes restored): what the traced forward never reaches."
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    with restore_modes(model), torch.enable_grad():
+        model.eval()
+        out = model(x)
+        leaves = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else [out]
+        outs = [t.float().sum() for t in leaves if torch.is_tensor(t) and t.requires_grad]
+        grads = torch.autograd.grad(outs, list(params.values()), allow_unused=True) if outs and params else [None] * len(params)
+    return [n for n, g in zip(params, grads) if g is None]
+
+def _warn_unreached(model: nn.Module, x: torch.Tensor) -> None:
+    "One warning line naming the parameters the forward on `x` never reaches, if there are any."
+    unreached = unreached_parameters(model, x)
+    if not unreached: return
+    warnings.warn(f"{len(unreached)} parameter tensor(s) get no gradient from the model's output on the example inputs "
+                  f"(eval mode): {', '.join(unreached[:4])}{' ...' if len(unreached) > 4 else ''}. torch-pruning never prunes "
+                  "what the forward does not reach (a training-only head, an unused branch): it counts in the model's size "
+                  "but in no group; remove it, or build the model without it.", stacklevel=3)
+
 # %% ../nbs/02a_groups.ipynb #3fab1faf
 def _int_exact(x: float) -> int:
     "int() of a product that should be a whole number, immune to float error just below it."
@@ -212,6 +236,7 @@ class ModelGroups:
         import torch_pruning as tp
         x = example_input(model, example_inputs)[:1]
         outputs = check_forward(model, x)  # one forward: the inputs fit, and which layer is the classifier
+        _warn_unreached(model, x)
         self.model, self.example_inputs, self.round_to = model, x, round_to
         self.module_names = {id(m): n for n, m in model.named_modules()}
         self.param_names = {id(p): n for n, p in model.named_parameters()}

@@ -21,7 +21,7 @@ import torch.nn as nn
 from .allocation import SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .attacks import AdversarialBatch, AttackSpec, adversarial_batch
 from .config import MRPFConfig, one_of
-from .core import (agreed, atomic_write, barrier, canonical, dist_info, init_distributed, is_main_process, process_device,
+from .core import (agreed, atomic_write, barrier, canonical, dist_info, init_distributed, is_main_process, patch, process_device,
                                provenance)
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, evaluate, format_count, format_table, measure_latencies
@@ -67,12 +67,15 @@ def allocation_for(
     model: nn.Module,  # the dense model
     report: MRSReport | None,  # MRS scores (needed by sensitivity rules)
     cost_model: CostModel | None = None,  # reuse a cost model
+    target_of: str | None = None,  # the cost the budget counts: params or macs (default: the config's, which must then not be "both")
 ) -> Allocation:
     "The allocation called `name` at the config's budget."
     if isinstance(name, Allocation): return name
     if str(name).endswith(".json"): return Allocation.load(name)
     rule = config.rule if name == "mrs" else name
-    alloc = allocate(report, model, config.sparsity, rule, target_of=config.target_of, r_min=config.r_min, r_max=config.r_max,
+    target_of = target_of or config.target_of
+    if target_of == "both": raise ValueError("target_of='both' makes two allocations: pass target_of='params' or 'macs'.")
+    alloc = allocate(report, model, config.sparsity, rule, target_of=target_of, r_min=config.r_min, r_max=config.r_max,
                      min_channels=config.min_channels, gamma=config.gamma, temperature=config.temperature,
                      round_to=config.round_to, cost_model=cost_model)
     if name == "mrs": alloc.meta["label"] = f"MRPF ({rule})"
@@ -101,7 +104,7 @@ def prune_and_finetune(
                                callbacks=callbacks, stop_event=stop_event, checkpoint_dir=checkpoint_dir, resume=resume,
                                checkpoint_steps=config.checkpoint_steps)
 
-# %% ../nbs/09_pipeline.ipynb #0b40d2b9
+# %% ../nbs/09_pipeline.ipynb #3d73947d
 @dataclass
 class MRPFResult:
     "Everything an MRPF comparison produced: the dense report and, per allocation, its allocation, pruning, history and report."
@@ -116,27 +119,9 @@ class MRPFResult:
     seconds: float = 0.0
     provenance: dict = field(default_factory=dict)  # package versions, source commit, device, seed (`core.provenance`)
 
-    def table(self, markdown: bool = False) -> str:
-        "Dense and every pruned model in one table (costs also relative to `uniform` when it ran), and the cost note."
-        text = format_table([self.dense, *self.reports.values()], markdown=markdown, relative_to=self.reports.get("uniform"))
-        note = self.cost_note()
-        return text + (f"\n\n{note}" if note else "")
-
-    def cost_note(self) -> str:
-        "One line when the pruned models differ by more than 5% in the cost the budget did not match; '' otherwise."
-        matched = self.config.target_of
-        other, flag = ("MACs", "macs") if matched == "params" else ("parameters", "params")
-        cost = {k: (r.macs if flag == "macs" else r.params) for k, r in self.reports.items()}
-        cost = {k: v for k, v in cost.items() if v}
-        if len(cost) < 2: return ""
-        lo, hi = min(cost, key=cost.get), max(cost, key=cost.get)
-        if cost[hi] <= 1.05 * cost[lo]: return ""
-        return (f"Note: the budget matched {matched}, not {other}: '{hi}' keeps {cost[hi] / cost[lo]:.2f}x the {other} of "
-                f"'{lo}' ({format_count(cost[hi])} against {format_count(cost[lo])}). Compare at equal {other} as well "
-                f"(--target-of {flag}, target_of='{flag}').")
-
     def __repr__(self) -> str:
-        return (f"MRPF on {self.config.dataset}/{self.config.arch}, {self.config.sparsity:.0%} of prunable {self.config.target_of} removed, "
+        arch = self.provenance.get("arch") or self.config.arch  # the dense model's own (a checkpoint's may differ from config.arch)
+        return (f"MRPF on {self.config.dataset}/{arch}, {self._budget()} removed, "
                 f"{self.config.method} x {self.config.epochs} epochs ({self.seconds:.0f} s)\n" + self.table())
 
     def _repr_markdown_(self) -> str: return self.table(markdown=True)
@@ -161,15 +146,63 @@ class MRPFResult:
                    {k: RobustnessReport.from_dict(v) for k, v in d["reports"].items()}, d.get("output_dir"), d.get("seconds", 0.0),
                    dict(d.get("provenance") or {}))
 
-    def plot(self):
-        "Plotly grouped bar chart: clean and robust accuracy of every model."
-        import plotly.graph_objects as go
-        reps = [self.dense, *self.reports.values()]
-        cols = ["clean", *dict.fromkeys(k for r in reps for k in r.robust_acc)]
-        fig = go.Figure([go.Bar(name=c, x=[r.name for r in reps], y=[r.clean_acc if c == "clean" else r.robust_acc.get(c) for r in reps]) for c in cols])
-        fig.update_layout(barmode="group", yaxis=dict(range=[0, 1], tickformat=".0%"), height=360,
-                          title=f"{self.config.sparsity:.0%} of prunable {self.config.target_of} removed")
-        return fig
+# %% ../nbs/09_pipeline.ipynb #e7987f78
+_COST_NAME = {"params": "parameters", "macs": "MACs"}
+
+@patch
+def matched(self: MRPFResult) -> dict[str, list[str]]:
+    "The pruned rows by the cost their budget matched: {'params': [names]}, or with `target_of='both'` a key per matching (the rows' labels end in ' @params' / ' @macs')."
+    of = self.config.target_of
+    if of != "both": return {of: list(self.reports)}
+    rows = {}
+    for k in self.reports: rows.setdefault(k.rsplit(" @", 1)[-1], []).append(k)
+    return rows
+
+@patch
+def table(self: MRPFResult, markdown: bool = False) -> str:
+    "Dense and the pruned models, one table per matching (costs also relative to its `uniform` row when it ran), each with its cost note."
+    parts = []
+    for of, names in self.matched().items():
+        base = next((self.reports[k] for k in names if k.split(" @")[0] == "uniform"), None)
+        text = format_table([self.dense, *(self.reports[k] for k in names)], markdown=markdown, relative_to=base)
+        note = self._cost_note(of, names)
+        head = f"At equal {_COST_NAME[of]}:\n\n" if self.config.target_of == "both" else ""
+        parts.append(head + text + (f"\n\n{note}" if note else ""))
+    return "\n\n".join(parts)
+
+@patch
+def cost_note(self: MRPFResult) -> str:
+    "A line per matching whose pruned models differ by more than 5% in the cost the budget did not match; '' when none do."
+    return "\n".join(n for of, names in self.matched().items() if (n := self._cost_note(of, names)))
+
+@patch
+def _cost_note(self: MRPFResult, matched: str, names: list[str]) -> str:
+    other, flag = ("MACs", "macs") if matched == "params" else ("parameters", "params")
+    cost = {k: (r.macs if flag == "macs" else r.params) for k, r in ((k, self.reports[k]) for k in names)}
+    cost = {k: v for k, v in cost.items() if v}
+    if len(cost) < 2: return ""
+    lo, hi = min(cost, key=cost.get), max(cost, key=cost.get)
+    if cost[hi] <= 1.05 * cost[lo]: return ""
+    advice = (f"The rows at equal {other} are in the other table." if self.config.target_of == "both" else
+              f"Compare at equal {other} as well (--target-of {flag}, target_of='{flag}'; or both side by side: --target-of both).")
+    return (f"Note: the budget matched {matched}, not {other}: '{hi}' keeps {cost[hi] / cost[lo]:.2f}x the {other} of "
+            f"'{lo}' ({format_count(cost[hi])} against {format_count(cost[lo])}). {advice}")
+
+@patch
+def _budget(self: MRPFResult) -> str:
+    return f"{self.config.sparsity:.0%} of prunable " + ("params, or of prunable MACs," if self.config.target_of == "both" else self.config.target_of)
+
+
+@patch
+def plot(self: MRPFResult):
+    "Plotly grouped bar chart: clean and robust accuracy of every model."
+    import plotly.graph_objects as go
+    reps = [self.dense, *self.reports.values()]
+    cols = ["clean", *dict.fromkeys(k for r in reps for k in r.robust_acc)]
+    fig = go.Figure([go.Bar(name=c, x=[r.name for r in reps], y=[r.clean_acc if c == "clean" else r.robust_acc.get(c) for r in reps]) for c in cols])
+    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1], tickformat=".0%"), height=360,
+                      title=f"{self._budget()} removed")
+    return fig
 
 # %% ../nbs/09_pipeline.ipynb #03a27b05
 def _label(name, alloc: Allocation) -> str:
@@ -177,7 +210,7 @@ def _label(name, alloc: Allocation) -> str:
     if name == "mrs": return alloc.meta["label"]
     return Path(name).stem if str(name).endswith(".json") else str(name)
 
-def _slug(label: str) -> str: return label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+def _slug(label: str) -> str: return label.lower().replace(" @", "_").replace(" ", "_").replace("(", "").replace(")", "")
 
 def _write_artifacts(out: Path, result: MRPFResult, models: dict[str, nn.Module]) -> None:
     result.config.save(out / "config.json")
@@ -195,7 +228,7 @@ def _write_artifacts(out: Path, result: MRPFResult, models: dict[str, nn.Module]
     atomic_write(out / "report.md", f"# MRPF report\n\n{result!r}\n\n" + result.table(markdown=True) + "\n")
     result.plot().write_html(out / "accuracy.html", include_plotlyjs="cdn")
 
-# %% ../nbs/09_pipeline.ipynb #55d8ce04
+# %% ../nbs/09_pipeline.ipynb #277a9657
 _NOT_IN_RUN_KEY = ("progress", "output_dir", "checkpoint_steps", "profile")  # settings that do not change what a run computes
 
 def fingerprint(model: nn.Module) -> str:
@@ -256,45 +289,50 @@ class RunStages:
         try: return json.loads((d / "allocation.json").read_text()) == json.loads(json.dumps(alloc.to_dict()))
         except (OSError, ValueError): return False
 
-    def fine_tuning(self, label: str, alloc: Allocation) -> Path | None:
-        "The folder of `label`'s fine-tuning checkpoints (emptied when it was made for another allocation)."
-        if self.dir is None: return None
-        d = self.dir / _slug(label)
-        same = agreed(self._made_for(d, alloc))
-        if is_main_process():
-            if d.exists() and not same: shutil.rmtree(d)
-            if not same:
-                self._mark()
-                atomic_write(d / "allocation.json", json.dumps(alloc.to_dict(), indent=1))
-            elif (d / "last.pt").is_file():
-                self.reused.append(f"fine-tuning checkpoint of '{label}'")
-                print(f"Resuming: fine-tuning of '{label}' continues from '{d / 'last.pt'}'.", file=sys.stderr)
-        barrier()  # no rank looks for a checkpoint in `d` before rank 0 has emptied it
-        return d
+# %% ../nbs/09_pipeline.ipynb #53b33211
+@patch
+def fine_tuning(self: RunStages, label: str, alloc: Allocation) -> Path | None:
+    "The folder of `label`'s fine-tuning checkpoints (emptied when it was made for another allocation)."
+    if self.dir is None: return None
+    d = self.dir / _slug(label)
+    same = agreed(self._made_for(d, alloc))
+    if is_main_process():
+        if d.exists() and not same: shutil.rmtree(d)
+        if not same:
+            self._mark()
+            atomic_write(d / "allocation.json", json.dumps(alloc.to_dict(), indent=1))
+        elif (d / "last.pt").is_file():
+            self.reused.append(f"fine-tuning checkpoint of '{label}'")
+            print(f"Resuming: fine-tuning of '{label}' continues from '{d / 'last.pt'}'.", file=sys.stderr)
+    barrier()  # no rank looks for a checkpoint in `d` before rank 0 has emptied it
+    return d
 
-    def finished(self, label: str, alloc: Allocation, pruned_path: Path, device, allow_import: bool):
-        "(model, PruneReport, History, RobustnessReport) of `label` when a previous run finished it with `alloc`; else None."
-        if self.dir is None: return None
-        d = self.dir / _slug(label)
-        if not agreed(self._made_for(d, alloc) and (d / "done.json").is_file() and pruned_path.is_file()): return None
-        try:
-            done = json.loads((d / "done.json").read_text())
-            model = load_checkpoint(pruned_path, map_location=device, allow_import=allow_import)[0].eval()
-        except (OSError, ValueError): return None
-        self.reused.append(f"fine-tuned '{label}'")
-        if is_main_process(): print(f"Resuming: '{label}' reused, fine-tuned and evaluated ('{pruned_path}').", file=sys.stderr)
-        return (model, PruneReport.from_dict(done["pruning"]), History.from_dict(done["history"]),
-                RobustnessReport.from_dict(done["report"]))
+@patch
+def finished(self: RunStages, label: str, alloc: Allocation, pruned_path: Path, device, allow_import: bool):
+    "(model, PruneReport, History, RobustnessReport) of `label` when a previous run finished it with `alloc`; else None."
+    if self.dir is None: return None
+    d = self.dir / _slug(label)
+    if not agreed(self._made_for(d, alloc) and (d / "done.json").is_file() and pruned_path.is_file()): return None
+    try:
+        done = json.loads((d / "done.json").read_text())
+        model = load_checkpoint(pruned_path, map_location=device, allow_import=allow_import)[0].eval()
+    except (OSError, ValueError): return None
+    self.reused.append(f"fine-tuned '{label}'")
+    if is_main_process(): print(f"Resuming: '{label}' reused, fine-tuned and evaluated ('{pruned_path}').", file=sys.stderr)
+    return (model, PruneReport.from_dict(done["pruning"]), History.from_dict(done["history"]),
+            RobustnessReport.from_dict(done["report"]))
 
-    def finish(self, label: str, alloc: Allocation, model: nn.Module, prep: PruneReport, hist: History,
-               report: RobustnessReport, pruned_path: Path) -> None:
-        "Store `label` as finished: the pruned model at `pruned_path`, its reports here; its fine-tuning checkpoint is removed."
-        if self.dir is None or not is_main_process(): return
-        d = self.dir / _slug(label)
-        save_checkpoint(model, pruned_path, allocation=alloc.to_dict(), report=report.to_dict())
-        atomic_write(d / "done.json", json.dumps(dict(pruning=prep.to_dict(), history=hist.to_dict(), report=report.to_dict())))
-        (d / "last.pt").unlink(missing_ok=True)
+@patch
+def finish(self: RunStages, label: str, alloc: Allocation, model: nn.Module, prep: PruneReport, hist: History,
+           report: RobustnessReport, pruned_path: Path) -> None:
+    "Store `label` as finished: the pruned model at `pruned_path`, its reports here; its fine-tuning checkpoint is removed."
+    if self.dir is None or not is_main_process(): return
+    d = self.dir / _slug(label)
+    save_checkpoint(model, pruned_path, allocation=alloc.to_dict(), report=report.to_dict())
+    atomic_write(d / "done.json", json.dumps(dict(pruning=prep.to_dict(), history=hist.to_dict(), report=report.to_dict())))
+    (d / "last.pt").unlink(missing_ok=True)
 
+# %% ../nbs/09_pipeline.ipynb #2e0edb0f
 def _dump_batch(b: AdversarialBatch, path: Path) -> None:
     d = dict(x=b.x.cpu(), x_adv=b.x_adv.cpu(), y=b.y.cpu(), spec=b.spec.to_dict(), clean_acc=b.clean_acc, adv_acc=b.adv_acc)
     atomic_write(path, lambda f: torch.save(d, f))
@@ -307,7 +345,7 @@ def _json_stage(cls):
     "(dump, load) of a stage stored as the JSON of `cls.to_dict()`."
     return (lambda v, p: atomic_write(p, json.dumps(v.to_dict()))), (lambda p: cls.from_dict(json.loads(p.read_text())))
 
-# %% ../nbs/09_pipeline.ipynb #1e7f3b8f
+# %% ../nbs/09_pipeline.ipynb #61cb2a5d
 def compare(
     config: MRPFConfig,  # the run's settings
     allocations: Sequence[str | Allocation] = ("uniform", "mrs"),  # rule names, "mrs" (the config's rule), Allocations or JSON paths
@@ -333,6 +371,7 @@ def compare(
         if created and is_main_process() and out.is_dir() and not any(out.iterdir()): out.rmdir()  # a run that failed before any stage leaves no folder
         raise
 
+# %% ../nbs/09_pipeline.ipynb #22f73c42
 def _check_allocations(allocations) -> None:
     "Every allocation named is one `compare` can make or read: checked before anything runs."
     if isinstance(allocations, (str, Allocation)) or not allocations:
@@ -355,22 +394,28 @@ def _given_allocations(allocations, config: MRPFConfig, cm: CostModel) -> dict:
         if foreign:
             raise ValueError(f"Allocation '{label}' names group(s) this model does not have: {', '.join(foreign[:5])}"
                              f"{' ...' if len(foreign) > 5 else ''}; its groups: {', '.join(cm.groups)}.")
-        share = cm.removed_fraction(alloc.ratios, config.target_of)
+        of = alloc.target_of if config.target_of == "both" else config.target_of  # with both, a given allocation is compared at its own matching
+        share = cm.removed_fraction(alloc.ratios, of)
         if abs(share - config.sparsity) > 0.01 * max(config.sparsity, 0.01):
-            raise ValueError(f"Allocation '{label}' removes {share:.1%} of the prunable {config.target_of}, not the "
+            raise ValueError(f"Allocation '{label}' removes {share:.1%} of the prunable {of}, not the "
                              f"{config.sparsity:.1%} every compared allocation gets (sparsity); make it at that budget, or "
                              f"compare at its own with sparsity={share:.3f}.")
         given[id(a)] = alloc
     return given
 
+def _matchings(config: MRPFConfig) -> list[str]:
+    "The costs the budget is matched on, in the order the rows come: ['params'], ['macs'], or both."
+    return ["params", "macs"] if config.target_of == "both" else [config.target_of]
+
 def _check_budget(config: MRPFConfig, cm: CostModel) -> None:
     "The run's budget is one an allocation within [r_min, r_max] can reach on this model: said before anything runs."
-    lo, hi = (cm.removed_fraction(b, config.target_of) for b in cm.bounds(config.r_min, config.r_max))
-    if lo - 1e-9 <= config.sparsity <= hi + 1e-9: return
-    fix = "raise r_max or lower sparsity" if config.sparsity > hi else "lower r_min or raise sparsity"
-    raise ValueError(f"sparsity {config.sparsity:g} is out of reach on this model: with every ratio in [r_min, r_max] = "
-                     f"[{config.r_min:g}, {config.r_max:g}] an allocation removes {lo:.1%} to {hi:.1%} of its prunable "
-                     f"{config.target_of}; {fix}.")
+    for of in _matchings(config):
+        lo, hi = (cm.removed_fraction(b, of) for b in cm.bounds(config.r_min, config.r_max))
+        if lo - 1e-9 <= config.sparsity <= hi + 1e-9: continue
+        fix = "raise r_max or lower sparsity" if config.sparsity > hi else "lower r_min or raise sparsity"
+        raise ValueError(f"sparsity {config.sparsity:g} is out of reach on this model: with every ratio in [r_min, r_max] = "
+                         f"[{config.r_min:g}, {config.r_max:g}] an allocation removes {lo:.1%} to {hi:.1%} of its prunable "
+                         f"{of}; {fix}.")
 
 def _check_plan(config: MRPFConfig, allocations, model: nn.Module) -> tuple[CostModel, dict]:
     "The cost model of `model`, the budget checked on it, and the given allocations read and checked (`_given_allocations`)."
@@ -378,6 +423,7 @@ def _check_plan(config: MRPFConfig, allocations, model: nn.Module) -> tuple[Cost
     _check_budget(config, cm)
     return cm, _given_allocations(allocations, config, cm)
 
+# %% ../nbs/09_pipeline.ipynb #210b2e36
 def _compare(config: MRPFConfig, allocations, model, out: Path | None, report, resume: bool, t0: float) -> MRPFResult:
     torch.manual_seed(config.seed)
     dev = _device(config)
@@ -400,11 +446,13 @@ def _compare(config: MRPFConfig, allocations, model, out: Path | None, report, r
         report = stages.get("mrs.json", "MRS report",
                             lambda: compute_mrs(model, batch.x_adv, batch.y, method=config.mrs_method, seed=config.seed,
                                                 progress=config.progress), *_json_stage(MRSReport))
-    result = MRPFResult(config, dense, report, output_dir=str(out) if out is not None else None, provenance=provenance(dev, config.seed))
-    models = {}
-    for name in allocations:
-        alloc = given.get(id(name)) or allocation_for(name, config, model, report, cm)
-        label = _label(name, alloc)
+    result = MRPFResult(config, dense, report, output_dir=str(out) if out is not None else None,
+                        provenance={**provenance(dev, config.seed), "arch": model.arch_config.get("arch")})
+    models, both = {}, config.target_of == "both"
+    for of, name in ((of, n) for of in _matchings(config) for n in allocations):  # with both: every allocation at params, then at MACs
+        if both and id(name) in given and given[id(name)].target_of != of: continue  # a given allocation at its own matching only
+        alloc = given.get(id(name)) or allocation_for(name, config, model, report, cm, target_of=of)
+        label = _label(name, alloc) + (f" @{of}" if both else "")
         pruned_path = out / f"pruned_{_slug(label)}.pt" if out is not None else None
         done = stages.finished(label, alloc, pruned_path, dev, config.allow_import)
         if done is None:

@@ -27,7 +27,7 @@ from .allocation import RULES, SENSITIVITY_RULES, Allocation, CostModel, allocat
 from .pruning import CRITERIA, GRADIENT_CRITERIA, PruneReport, prune
 from .finetune import METHODS, OPTIMIZERS, Callback, FineTuneRun, History, finetune, prune_then_finetune
 from .evaluation import format_count
-from .evaluation import measure_latency
+from .evaluation import measure_latencies, measure_latency
 
 from .core import patch
 
@@ -376,15 +376,18 @@ def load(self: AllocationEditor, path: str | Path | None = None) -> Allocation |
 
 @patch
 def measure(self: AllocationEditor, repeats: int = 30) -> dict:
-    "Prune a copy of the model with the current allocation and time it; returns params (predicted and real) and latency."
+    "Prune a copy of the model with the current allocation and time it in turns with the dense model; returns params (predicted and real), MACs and both latencies."
     net = copy.deepcopy(self.model)
     rep = prune(net, self._alloc, self.criterion, example_inputs=self.example_inputs, round_to=self._alloc.round_to,
                 ignored_layers=self.ignored_layers)
-    ms = measure_latency(net, self._input_shape(), repeats=repeats)
+    # dense and pruned timed in turns (`measure_latencies`), so machine load cannot favour either
+    lat = measure_latencies({"dense": self.model, "pruned": net}, self._input_shape(), rounds=repeats)
+    (ms, iqr), (dense_ms, _) = lat["pruned"], lat["dense"]
     predicted = int(round(self.cm.count(self._alloc.ratios)["params"]))
-    self.measured.value = (f"measured on a pruned copy: {ms:.3g} ms per image, {rep.params_after:,} params "
-                           f"(predicted {predicted:,}), {rep.macs_after:,} MACs")
-    return dict(latency_ms=ms, params=rep.params_after, predicted_params=predicted, macs=rep.macs_after)
+    self.measured.value = (f"measured on a pruned copy: {ms:.3g} ms per image (IQR {iqr:.2g}; dense {dense_ms:.3g} ms, timed in turns: "
+                           f"{ms / dense_ms:.2f}x), {rep.params_after:,} params (predicted {predicted:,}), {rep.macs_after:,} MACs")
+    return dict(latency_ms=ms, latency_iqr_ms=iqr, dense_latency_ms=dense_ms, params=rep.params_after, predicted_params=predicted,
+                macs=rep.macs_after)
 
 # %% ../nbs/08_widgets.ipynb #63c430c0
 @dataclass
@@ -398,11 +401,17 @@ class LaunchResult:
     seconds: float  # wall time of prune + fine-tune
 
     def __repr__(self) -> str:
-        last = self.history.last
-        accs = ", ".join(f"{k} {last[k]:.3f}" for k in ("clean_acc", "robust_acc") if k in last)
+        accs = _accuracies(self.history.last, self.history.attack)
         return (f"LaunchResult({self.history.method}, {len(self.history)} epoch(s){' (stopped)' if self.stopped_early else ''}, "
                 f"params {self.prune_report.params_after:,} ({-self.prune_report.params_removed:.1%}){', ' + accs if accs else ''}, "
                 f"{self.seconds:.1f} s, checkpoint {self.checkpoint})")
+
+_CURVES = ("loss", "clean_acc", "robust_acc")  # the launcher's traces, in order
+
+def _accuracies(row: dict, attack: str) -> str:
+    "An epoch's accuracies, the robust one named by its attack (a per-epoch PGD monitor, not AutoAttack)."
+    names = dict(clean_acc="clean", robust_acc=attack or "robust")
+    return ", ".join(f"{names[k]} {row[k]:.3f}" for k in names if k in row)
 
 class _LauncherCallback(Callback):
     "Moves the launcher's progress bar and curves."
@@ -411,6 +420,7 @@ class _LauncherCallback(Callback):
     def on_train_begin(self, run: FineTuneRun) -> None:
         self.launcher.history = run.history
         self.launcher.progress.max = max(1, run.epochs * self.batches)
+        self.launcher.fig.data[2].name = run.history.attack or "robust_acc"  # the curve says which attack it is
 
     def on_batch_end(self, run: FineTuneRun, loss: torch.Tensor) -> None:
         if time.time() - self.t > 0.2 or run.step % self.batches == 0:  # at most ~5 front-end messages a second
@@ -418,7 +428,7 @@ class _LauncherCallback(Callback):
 
     def on_epoch_end(self, run: FineTuneRun, row: dict) -> None:
         self.launcher._plot_epoch(row)
-        accs = ", ".join(f"{k} {row[k]:.3f}" for k in ("clean_acc", "robust_acc") if k in row)
+        accs = _accuracies(row, run.history.attack)
         _status(self.launcher.status, f"epoch {row['epoch']}/{run.epochs}: loss {row['loss']:.4f}{', ' + accs if accs else ''}")
 
 # %% ../nbs/08_widgets.ipynb #fcba1f42
@@ -460,7 +470,7 @@ class FineTuneLauncher(_Widget):
         self.progress = W.IntProgress(value=0, min=0, max=1, description="batches", layout=W.Layout(width="420px"))
         self.status = W.HTML()
         self.fig = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy")))
-        for name, col in (("loss", 1), ("clean_acc", 2), ("robust_acc", 2)):
+        for name, col in zip(_CURVES, (1, 2, 2)):
             self.fig.add_trace(go.Scatter(x=[], y=[], name=name, mode="lines+markers"), row=1, col=col)
         self.fig.update_layout(height=300, margin=dict(l=40, r=20, t=40, b=40), xaxis_title="epoch", xaxis2_title="epoch",
                                yaxis2_range=[0, 1.02])
@@ -554,5 +564,5 @@ def wait(self: FineTuneLauncher, timeout: float | None = None) -> LaunchResult:
 @patch
 def _plot_epoch(self: FineTuneLauncher, row: dict) -> None:
     with self.fig.batch_update():
-        for t in self.fig.data:
-            if t.name in row: t.x, t.y = tuple(t.x) + (row["epoch"],), tuple(t.y) + (row[t.name],)
+        for t, key in zip(self.fig.data, _CURVES):  # by position: the robust curve is named after its attack
+            if key in row: t.x, t.y = tuple(t.x) + (row["epoch"],), tuple(t.y) + (row[key],)

@@ -154,3 +154,24 @@ def test_a_factory_named_in_a_file_is_not_imported_unless_allowed(tmp_path):
         load_checkpoint(tmp_path / "f.pt")
     back, _ = load_checkpoint(tmp_path / "f.pt", allow_import=True)
     assert sum(p.numel() for p in back.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_a_layer_the_forward_never_reaches_is_named_in_one_warning_and_attention_weights_are_not():
+    import torch.nn as nn
+
+    class WithAux(nn.Module):  # an auxiliary head the eval-mode forward never calls
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.aux, self.head = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 10), nn.Linear(8, 10)
+        def forward(self, x): return self.head(self.bn(self.conv(x)).mean((2, 3)))
+
+    with pytest.warns(UserWarning) as rec:
+        ModelGroups(WithAux(), torch.zeros(1, 3, 8, 8))
+    msgs = [str(w.message) for w in rec if "no gradient" in str(w.message)]
+    assert len(msgs) == 1 and "\n" not in msgs[0] and msgs[0].startswith("2 parameter tensor(s) get no gradient") and "aux.weight, aux.bias." in msgs[0]
+    import torchvision  # a ViT's attention uses out_proj's weight without calling the module: reached, so no warning
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ModelGroups(torchvision.models.VisionTransformer(32, 8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=10),
+                    torch.zeros(1, 3, 32, 32))
+    assert not [w for w in rec if "no gradient" in str(w.message)]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from robust_prune.pipeline import MRPFConfig
 
@@ -104,6 +105,54 @@ def test_table_says_when_the_compared_models_differ_by_more_than_5_percent_in_th
     on_macs = _result("macs", macs=(500_000, 501_000), params=(52_000, 44_000)).cost_note()
     assert on_macs.startswith("Note: the budget matched macs, not parameters: 'uniform' keeps 1.18x the parameters") and "--target-of params" in on_macs
     assert "Note:" not in _result(macs=(500_000, 500_000)).table()
+
+
+def test_with_both_matchings_each_matching_has_its_table_relative_to_its_own_uniform_row_and_its_note():
+    from robust_prune.evaluation import RobustnessReport
+    from robust_prune.pipeline import MRPFResult
+    R = lambda name, p, m: RobustnessReport(name, 450, 0.97, {"PGD-20": 0.7}, p, m, 0.5)
+    rows = [R("uniform @params", 52_000, 500_000), R("MRPF (per-param) @params", 52_100, 930_000),
+            R("uniform @macs", 60_000, 400_000), R("MRPF (per-param) @macs", 61_000, 401_000)]
+    res = MRPFResult(MRPFConfig(target_of="both"), R("dense", 174_970, 1_666_442), None, reports={r.name: r for r in rows})
+    assert res.matched() == {"params": ["uniform @params", "MRPF (per-param) @params"], "macs": ["uniform @macs", "MRPF (per-param) @macs"]}
+    params, macs = res.table().split("\n\nAt equal MACs:\n\n")
+    assert params.startswith("At equal parameters:\n\n") and "uniform @macs" not in params and "uniform @params" not in macs
+    # each table's relative columns divide by the uniform row of its own matching
+    assert "MACs / uniform @params" in params and "MACs / uniform @macs" in macs
+    assert "1.86x" in params.splitlines()[-3] and "1.00x" in macs.splitlines()[-1]  # 930k / 500k at equal params; 401k / 400k at equal MACs
+    # a note under the table whose unmatched cost differs by more than 5%, none under the other
+    assert params.endswith("'MRPF (per-param) @params' keeps 1.86x the MACs of 'uniform @params' (930.00 k against 500.00 k). "
+                           "The rows at equal MACs are in the other table.") and "Note:" not in macs
+    assert res.cost_note() == params.rsplit("\n\n", 1)[-1]
+    assert "of prunable params, or of prunable MACs, removed" in repr(res)
+
+
+def test_compare_with_both_matchings_prunes_every_allocation_to_each_budget_as_counted_after_pruning(tmp_path):
+    from robust_prune.allocation import CostModel
+    from robust_prune.finetune import robust_digits_model
+    from robust_prune.groups import count_cost
+    from robust_prune.models import load_checkpoint
+    from robust_prune.pipeline import compare
+    model = robust_digits_model()
+    config = MRPFConfig(arch="resnet18", sparsity=0.5, target_of="both", epochs=0, eval_samples=16, eval_attacks=["fgsm:eps=0.1"], mrs_samples=8,
+                        output_dir=str(tmp_path / "out"), progress=False)
+    res = compare(config, ["uniform", "param"], model=model)
+    assert list(res.reports) == ["uniform @params", "param @params", "uniform @macs", "param @macs"]
+    x = torch.rand(1, *model.arch_config["input_shape"])
+    cm = CostModel(model)
+    for name, rep in res.reports.items():
+        of = name.rsplit(" @", 1)[1]
+        assert res.allocations[name].target_of == of
+        pruned, _ = load_checkpoint(tmp_path / "out" / f"pruned_{name.replace(' @', '_')}.pt")
+        counted = count_cost(pruned, x)
+        assert (rep.params, rep.macs) == (counted["params"], counted["macs"])
+        removed = (cm.counted[of] - counted[of]) / cm.dense_prunable(of)  # as torch-pruning counts it after the real prune
+        assert removed == pytest.approx(0.5, abs=0.0025) and res.allocations[name].achieved == pytest.approx(removed, abs=1e-12)
+    # the two matchings give different networks: uniform at equal MACs is not uniform at equal parameters
+    assert res.reports["uniform @params"].macs != res.reports["uniform @macs"].macs
+    assert "At equal parameters:" in res.table() and "At equal MACs:" in res.table()
+    # the title names the dense model's architecture, not the config's arch (which builds nothing when a model is given)
+    assert repr(res).startswith("MRPF on digits/digits_resnet, 50% of prunable params, or of prunable MACs, removed")
 
 
 def test_a_compared_allocation_of_another_budget_or_other_groups_is_refused_before_anything_runs(tmp_path):

@@ -166,8 +166,14 @@ def test_measure_prunes_a_copy_matching_the_prediction(demo):
     n0 = sum(p.numel() for p in model.parameters())
     ed = AllocationEditor(allocate(demo[2], model, 0.6), model, latency=True)
     assert "est." in ed.readout.value
-    m = ed.measure(repeats=3)
-    assert m["params"] == m["predicted_params"] and m["latency_ms"] > 0
+    import robust_prune.widgets as w
+    timed, real = [], w.measure_latencies
+    w.measure_latencies = lambda models, *a, **k: (timed.append(list(models)), real(models, *a, **k))[1]
+    try: m = ed.measure(repeats=3)
+    finally: w.measure_latencies = real
+    assert m["params"] == m["predicted_params"] and m["latency_ms"] > 0 and m["dense_latency_ms"] > 0
+    assert timed == [["dense", "pruned"]]  # the pruned copy is timed in turns with the dense model, in one call
+    assert f"dense {m['dense_latency_ms']:.3g} ms, timed in turns" in ed.measured.value
     assert sum(p.numel() for p in model.parameters()) == n0
 
 
@@ -196,7 +202,10 @@ def test_launcher_runs_one_epoch_to_completion_from_code(demo, tmp_path):
     assert {"loss", "clean_acc", "robust_acc"} <= set(r.history.last)
     assert r.prune_report.params_after == int(ed.cm.count(ed.allocation.ratios)["params"])
     assert la.model is r.model and la.history is r.history and la.progress.value == la.progress.max == len(dls.train)
-    assert list(la.fig.data[0].x) == [1] and not la.launch_button.disabled and la.stop_button.disabled
+    assert [list(t.x) for t in la.fig.data] == [[1]] * 3 and not la.launch_button.disabled and la.stop_button.disabled
+    # the robust curve and the read-outs name the attack behind the per-epoch number (a PGD monitor, not AutoAttack)
+    assert la.fig.data[2].name == r.history.attack == "PGD-2 (Linf, 0.1)"
+    assert f"PGD-2 (Linf, 0.1) {r.history.last['robust_acc']:.3f}" in la.status.value and "PGD-2 (Linf, 0.1)" in repr(r)
     assert sum(p.numel() for p in model.parameters()) == n0  # the source model is untouched
 
 
