@@ -309,14 +309,14 @@ def save_training_state(path: Path, model, opt, sched, scaler, history: History,
 
 def _resume_from(ckpt: Path, model: nn.Module, opt, sched, scaler, settings: dict, train, dev) -> tuple[History, dict | None]:
     "Load `ckpt`'s weights, optimiser, schedule, scaler and RNG states into this run (same settings only); returns its history and, for a checkpoint written inside an epoch, where in it."
-    from robust_prune.models import read_checkpoint
+    from robust_prune.models import load_weights, read_checkpoint
     saved = read_checkpoint(ckpt, map_location=dev)
     state = saved["meta"].get("training")
     if state is None: raise ValueError(f"'{ckpt}' holds no training state to resume from.")
     if state["settings"] != settings:
         diff = {k for k in settings if state["settings"].get(k) != settings[k]}
         raise ValueError(f"Cannot resume from '{ckpt}': it was made with different settings ({', '.join(sorted(diff))}).")
-    try: model.load_state_dict(saved["state_dict"])
+    try: load_weights(model, saved)
     except RuntimeError: raise ValueError(f"Cannot resume from '{ckpt}': its weights do not fit this model.") from None
     opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"): scaler.load_state_dict(state["scaler"])

@@ -22,8 +22,8 @@ from .data import DatasetInfo, dataset_info
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'CHECKPOINT_FORMAT', 'Normalize', 'BasicBlock', 'Bottleneck', 'ResNet', 'VGG', 'TimmClassifier',
            'Classifier', 'register_architecture', 'create_model', 'input_shape_of', 'record_input_shape',
-           'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint', 'read_checkpoint', 'rebuild',
-           'load_checkpoint']
+           'example_input', 'unprunable_layers', 'atomic_save', 'save_checkpoint', 'load_weights', 'read_checkpoint',
+           'rebuild', 'load_checkpoint']
 
 # %% ../nbs/01_models.ipynb #2c9d0d6f
 class Normalize(nn.Module):
@@ -396,7 +396,21 @@ def save_checkpoint(
     if "provenance" not in meta:  # what wrote it: package versions, source commit, device
         meta["provenance"] = provenance(next((p.device for p in model.parameters()), None), meta.get("seed"))
     return atomic_save(dict(format=CHECKPOINT_FORMAT, arch_config=config, pruning_history=[list(h) for h in history],
-                            state_dict=state, meta=meta), path)
+                            state_dict=state, state_dict_versions=_versions(model), meta=meta), path)
+
+def _versions(model: nn.Module) -> dict[str, dict]:
+    "The modules' state-dict versions (`state_dict()._metadata`) as plain data, which a dict of tensors does not keep."
+    return {k: dict(v) for k, v in getattr(model.state_dict(), "_metadata", {}).items()}
+
+def load_weights(
+    model: nn.Module,  # the network the weights are for
+    ckpt: dict,  # a checkpoint as `read_checkpoint` returns it
+):
+    "`model.load_state_dict` of the checkpoint's weights, given the modules' versions it recorded (else the model's own): some modules (torchvision's MNASNet) refuse weights without them."
+    from collections import OrderedDict
+    state, versions = OrderedDict(ckpt["state_dict"]), ckpt.get("state_dict_versions")
+    state._metadata = OrderedDict((k, dict(v)) for k, v in (versions if versions is not None else _versions(model)).items())
+    return model.load_state_dict(state)
 
 
 # %% ../nbs/01_models.ipynb #9e7e2338
@@ -449,7 +463,7 @@ def load_checkpoint(
         raise ValueError(f"'{path}' holds the weights of a network robust-prune did not build, not how to rebuild it: resume with "
                          "finetune(that network, ..., resume=True), or load read_checkpoint(path)['state_dict'] into it.")
     model = rebuild(ckpt["arch_config"], ckpt.get("pruning_history"), allow_import)
-    try: model.load_state_dict(ckpt["state_dict"])
+    try: load_weights(model, ckpt)
     except RuntimeError as e:
         msg = " ".join(line.strip() for line in str(e).splitlines()[1:3])
         raise ValueError(f"'{path}': the weights do not fit the recorded architecture: {msg}") from None

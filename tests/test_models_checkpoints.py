@@ -155,3 +155,27 @@ def test_finetune_checkpoints_a_network_it_did_not_build_and_resumes_it(tmp_path
     assert hist.resumed == [dict(epoch=2, batch=0)]
     for a, b in zip(again.state_dict().values(), whole.state_dict().values()): torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="did not build"): load_checkpoint(tmp_path / "last.pt")
+
+
+def test_a_network_whose_modules_check_their_state_dict_version_saves_reloads_and_resumes(tmp_path):
+    # torchvision's MNASNet refuses weights without the per-module versions that a dict of tensors loses
+    from torch.utils.data import DataLoader, TensorDataset
+    from robust_prune.finetune import Callback, finetune
+    from robust_prune.models import read_checkpoint
+    model = create_model("torchvision:mnasnet0_5", "cifar10", size=32, seed=0).eval()
+    path = save_checkpoint(model, tmp_path / "m.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad(): assert torch.equal(load_checkpoint(path)[0].eval()(x), model(x))
+    ckpt = read_checkpoint(path)
+    assert ckpt["state_dict_versions"] == {k: dict(v) for k, v in model.state_dict()._metadata.items()}  # MNASNet's own: version 2
+    assert {"version": 2} in ckpt["state_dict_versions"].values()
+    del ckpt["state_dict_versions"]  # a checkpoint written before the versions were kept: the rebuilt model's own are used
+    torch.save(ckpt, tmp_path / "old.pt")
+    with torch.no_grad(): assert torch.equal(load_checkpoint(tmp_path / "old.pt")[0].eval()(x), model(x))
+    # a fine-tuning run of it stops after one epoch and resumes from its checkpoint
+    data = DataLoader(TensorDataset(torch.rand(8, 3, 32, 32), torch.arange(8) % 10), batch_size=4)
+    class StopAfterOne(Callback):
+        def on_epoch_end(self, run, row): run.stop = True
+    kw = dict(method="clean", epochs=2, progress=False, checkpoint_dir=tmp_path / "ft", seed=0)
+    finetune(model, data, callbacks=[StopAfterOne()], **kw)
+    assert finetune(model, data, resume=True, **kw).resumed == [dict(epoch=2, batch=0)]
