@@ -237,7 +237,7 @@ class SanityReport(Record):
         lines.append("  all checks passed" if self.passed else f"  WARNING: {len(self.failed)} check(s) failed: robust accuracy may be overstated")
         return "\n".join(lines)
 
-# %% ../nbs/07_evaluation.ipynb #55ac5ac3
+# %% ../nbs/07_evaluation.ipynb #fe5603c3
 def sanity_checks(
     model: nn.Module,  # classifier taking [0, 1] images
     x: torch.Tensor,  # clean images [N, C, H, W] in [0, 1]
@@ -275,6 +275,7 @@ def sanity_checks(
                             growth={e: run(pgd(e, 20))[1] for e in (eps, *budgets)}, slack=slack, zero_acc=zero_acc)
     return SanityReport(eps=eps, norm=norm, n_samples=len(y), accuracies=acc, checks=checks, slack=slack)
 
+# %% ../nbs/07_evaluation.ipynb #f5fd2045
 def masking_checks(
     aa: tuple[str, float],  # the AutoAttack run at eps: (label, accuracy)
     pgd: Mapping[int, tuple[str, float]],  # PGD steps -> (label, accuracy) at eps

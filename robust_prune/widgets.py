@@ -273,7 +273,7 @@ def _show(self: AllocationEditor, a: Allocation) -> None:
         self.fig.data[0].marker.pattern.shape = ["/" if g in a.locked else "" for g in cm.groups]
         self.fig.layout.title = f"{a.rule}: {cm.removed_fraction(a.ratios, a.target_of):.1%} of prunable {a.target_of} removed"
 
-# %% ../nbs/08_widgets.ipynb #cc663391
+# %% ../nbs/08_widgets.ipynb #b3459dfc
 @patch
 def _solve(self: AllocationEditor, target: float, rule: str, fixed: dict[str, float]) -> Allocation:
     "`allocate` at `target` with `rule`, `fixed` groups held; warnings (channel granularity) go to the status line."
@@ -314,6 +314,7 @@ def use_rule(self: AllocationEditor, rule: str) -> None:
     finally: self._busy = False
     self._on_target()
 
+# %% ../nbs/08_widgets.ipynb #a188ed95
 @patch
 def _on_slider(self: AllocationEditor, g: str) -> None:
     if self._busy: return
