@@ -178,8 +178,7 @@ def cost_note(self: MRPFResult) -> str:
 @patch
 def _cost_note(self: MRPFResult, matched: str, names: list[str]) -> str:
     other, flag = ("MACs", "macs") if matched == "params" else ("parameters", "params")
-    cost = {k: (r.macs if flag == "macs" else r.params) for k, r in ((k, self.reports[k]) for k in names)}
-    cost = {k: v for k, v in cost.items() if v}
+    cost = {k: v for k in names if (v := getattr(self.reports[k], flag))}  # the unmatched cost (RobustnessReport.params / .macs)
     if len(cost) < 2: return ""
     lo, hi = min(cost, key=cost.get), max(cost, key=cost.get)
     if cost[hi] <= 1.05 * cost[lo]: return ""
@@ -191,7 +190,6 @@ def _cost_note(self: MRPFResult, matched: str, names: list[str]) -> str:
 @patch
 def _budget(self: MRPFResult) -> str:
     return f"{self.config.sparsity:.0%} of prunable " + ("params, or of prunable MACs," if self.config.target_of == "both" else self.config.target_of)
-
 
 @patch
 def plot(self: MRPFResult):
