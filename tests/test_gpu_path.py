@@ -184,3 +184,27 @@ def test_cuda_sync_bn_under_torchrun_trains_and_gives_back_plain_batch_norm(tmp_
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads((tmp_path / "s.json").read_text())
     assert out["norm_layers"] == ["BatchNorm2d"] and out["history"]["epochs"][-1]["loss"] < 10
+
+
+def test_channels_last_on_a_cpu_is_kept_only_where_its_gradients_match_the_contiguous_ones():
+    # a 1x1 stride-2 convolution on 64 images of 4x8x8: some CPUs' channels_last kernels get its weight gradient wrong
+    import copy
+    import warnings
+    from torch.utils.data import DataLoader, TensorDataset
+    from robust_prune.finetune import _channels_last_checked
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1, stride=2, bias=False), torch.nn.Flatten(), torch.nn.Linear(128, 10))
+    x, y = torch.randn(64, 4, 8, 8), torch.arange(64) % 10
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):  # what this CPU really computes, measured here
+        m = copy.deepcopy(net).to(memory_format=fmt)
+        torch.nn.functional.cross_entropy(m(x.contiguous(memory_format=fmt)), y).backward()
+        grads.append(m[0].weight.grad)
+    wrong = ((grads[0] - grads[1]).abs().max() / grads[0].abs().max()).item() > 1e-3
+    model = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        kept = _channels_last_checked(model, DataLoader(TensorDataset(x, y), batch_size=64))
+    assert kept is (not wrong)  # the probe's verdict is the truth of this machine
+    assert bool([w for w in rec if "channels_last is off" in str(w.message)]) is wrong
+    assert model[0].weight.is_contiguous() is wrong  # given back to the contiguous layout only when it is wrong
