@@ -392,15 +392,16 @@ def save_checkpoint(
         config = dict(arch=str(arch), input_shape=list(shape), num_classes=_num_outputs(model, shape), in_channels=shape[0],
                       mean=None, std=None, size=shape[-1], kwargs={})
     history = pruning_history if pruning_history is not None else getattr(model, "pruning_history", [])
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    sd = model.state_dict()
+    state = {k: v.detach().cpu() for k, v in sd.items()}
     if "provenance" not in meta:  # what wrote it: package versions, source commit, device
         meta["provenance"] = provenance(next((p.device for p in model.parameters()), None), meta.get("seed"))
     return atomic_save(dict(format=CHECKPOINT_FORMAT, arch_config=config, pruning_history=[list(h) for h in history],
-                            state_dict=state, state_dict_versions=_versions(model), meta=meta), path)
+                            state_dict=state, state_dict_versions=_versions(sd), meta=meta), path)
 
-def _versions(model: nn.Module) -> dict[str, dict]:
-    "The modules' state-dict versions (`state_dict()._metadata`) as plain data, which a dict of tensors does not keep."
-    return {k: dict(v) for k, v in getattr(model.state_dict(), "_metadata", {}).items()}
+def _versions(sd: dict) -> dict[str, dict]:
+    "The modules' versions a state dict carries (`_metadata`) as plain data, which a dict of tensors does not keep."
+    return {k: dict(v) for k, v in getattr(sd, "_metadata", {}).items()}
 
 def load_weights(
     model: nn.Module,  # the network the weights are for
@@ -409,7 +410,7 @@ def load_weights(
     "`model.load_state_dict` of the checkpoint's weights, given the modules' versions it recorded (else the model's own): some modules (torchvision's MNASNet) refuse weights without them."
     from collections import OrderedDict
     state, versions = OrderedDict(ckpt["state_dict"]), ckpt.get("state_dict_versions")
-    state._metadata = OrderedDict((k, dict(v)) for k, v in (versions if versions is not None else _versions(model)).items())
+    state._metadata = OrderedDict((k, dict(v)) for k, v in (versions if versions is not None else _versions(model.state_dict())).items())
     return model.load_state_dict(state)
 
 
