@@ -6,8 +6,11 @@ _API = {
     "AttackSpec": "attacks", "adversarial_batch": "attacks", "create_model": "models", "load_checkpoint": "models",
     "save_checkpoint": "models", "get_loaders": "data", "prunable_groups": "groups", "compute_mrs": "mrs",
     "MRSReport": "mrs", "Criticality": "mrs", "Rewind": "mrs", "Noise": "mrs", "Worst": "mrs", "Taylor": "mrs",
-    "allocate": "allocation", "Allocation": "allocation", "CostModel": "allocation", "prune": "pruning",
-    "finetune": "finetune", "robust_digits_model": "finetune", "evaluate": "evaluation", "MRPFConfig": "config",
+    "allocate": "allocation", "Allocation": "allocation", "CostModel": "allocation", "Rule": "allocation",
+    "Uniform": "allocation", "Param": "allocation", "Inverse": "allocation", "PerParam": "allocation", "Rank": "allocation",
+    "Softmax": "allocation", "prune": "pruning", "finetune": "finetune", "robust_digits_model": "finetune",
+    "TrainingLoss": "finetune", "TRADES": "finetune", "PGDAT": "finetune", "MART": "finetune", "evaluate": "evaluation",
+    "MRPFConfig": "config",
     "mrpf": "pipeline", "compare": "pipeline",
 }
 __all__ = ["__version__", *_API]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -16,14 +16,15 @@ import torch
 import torch.nn as nn
 
 from .attacks import restore_modes
-from .config import NAMES
+from .config import NAMES, one_of
 from .core import Record, atomic_write, canonical, known_fields, patch, read_json
 
 from .groups import ModelGroups, count_cost, kept_channels, torch_pruning_ratio
 from .mrs import MRSReport
 
 # %% auto #0
-__all__ = ['RULES', 'SENSITIVITY_RULES', 'CostModel', 'Allocation', 'rule_weights', 'allocate', 'pruning_ratio_dict']
+__all__ = ['RULES', 'SENSITIVITY_RULES', 'RULE_CLASSES', 'CostModel', 'Allocation', 'Rule', 'Uniform', 'Param', 'Inverse',
+           'PerParam', 'Rank', 'Softmax', 'allocation_rule', 'rule_weights', 'allocate', 'pruning_ratio_dict']
 
 # %% ../nbs/04_allocation.ipynb #d32a34f1
 def _counter_types() -> dict:
@@ -331,42 +332,113 @@ def plot(self: Allocation, other: "Allocation | None" = None):
     fig.update_layout(barmode="group", height=360, title=f"{self.rule}: {self.target:.0%} of {self.target_of}")
     return fig
 
-# %% ../nbs/04_allocation.ipynb #c8ac7811
+# %% ../nbs/04_allocation.ipynb #c25c55b8
+@dataclass
+class Rule:
+    "An allocation rule: unnormalised weights wᵢ per group from their costs pᵢ and scores sᵢ (ratios are clip(λ·wᵢ)). Subclass it and write `weights`."
+    name, needs_scores, needs_costs = "rule", False, False  # class settings: the shortcut name, and what `weights` reads
+
+    def weights(self, groups: Sequence[str], scores: dict[str, float] | None, costs: Mapping[str, float] | None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def check(self) -> None: "Raise a one-line ValueError for a bad setting."
+
+    def settings(self) -> dict:
+        "The rule's own settings (γ, T, ...), as an `Allocation` records them."
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __call__(self, groups: Sequence[str], scores: Mapping[str, float] | None = None,
+                 costs: Mapping[str, float] | None = None) -> dict[str, float]:
+        "The weights of `groups`, after checking that what the rule reads is there (scores floored: ≤ 0 to a thousandth of the smallest positive one)."
+        self.check()
+        if self.needs_costs and costs is None: raise ValueError(f"Rule {self.name!r} needs the groups' parameter costs.")
+        if self.needs_scores:
+            if scores is None: raise ValueError(f"Rule {self.name!r} needs sensitivity scores (an MRSReport).")
+            missing = [g for g in groups if g not in scores]
+            if missing: raise ValueError(f"The scores have no entry for group(s): {', '.join(missing)}.")
+            s = {g: float(scores[g]) for g in groups}
+            if any(math.isnan(v) for v in s.values()): raise ValueError("The scores contain NaN.")
+            finite = [v for v in s.values() if math.isfinite(v) and v > 0]
+            floor = (min(finite) * 1e-3) if finite else 1.0
+            scores = {g: (max(v, floor) if math.isfinite(v) else math.inf) for g, v in s.items()}
+        return self.weights(list(groups), scores, costs)
+
+# %% ../nbs/04_allocation.ipynb #58ae7c77
+def _gamma_ok(gamma: float) -> None:
+    if not gamma > 0: raise ValueError(f"gamma must be > 0, got {gamma}.")
+
+@dataclass
+class Uniform(Rule):
+    "wᵢ = 1: the same ratio everywhere (the baseline)."
+    name = "uniform"
+    def weights(self, groups, scores, costs): return {g: 1.0 for g in groups}
+
+@dataclass
+class Param(Rule):
+    "wᵢ = pᵢ^γ: big groups go first, scores unused (the sensitivity-blind baseline)."
+    gamma: float = 0.5  # exponent
+    name, needs_costs = "param", True
+    def check(self): _gamma_ok(self.gamma)
+    def weights(self, groups, scores, costs): return {g: max(costs[g], 0.0) ** self.gamma for g in groups}
+
+@dataclass
+class Inverse(Rule):
+    "wᵢ = 1/sᵢ: the ratio inversely proportional to the score (the paper's rule)."
+    name, needs_scores = "inverse", True
+    def weights(self, groups, scores, costs): return {g: 1.0 / scores[g] for g in groups}
+
+@dataclass
+class PerParam(Rule):
+    "wᵢ = (pᵢ/sᵢ)^γ: sensitivity per parameter saved (this project's default)."
+    gamma: float = 0.5  # exponent
+    name, needs_scores, needs_costs = "per-param", True, True
+    def check(self): _gamma_ok(self.gamma)
+    def weights(self, groups, scores, costs): return {g: (max(costs[g], 0.0) / scores[g]) ** self.gamma for g in groups}
+
+@dataclass
+class Rank(Rule):
+    "wᵢ = (n − rankᵢ + 1)/n, rank 1 the most sensitive: only the order of the scores counts."
+    name, needs_scores = "rank", True
+    def weights(self, groups, scores, costs):
+        order = sorted(groups, key=lambda g: -scores[g])  # most sensitive first
+        return {g: (i + 1) / len(order) for i, g in enumerate(order)}
+
+@dataclass
+class Softmax(Rule):
+    "wᵢ = exp(−zᵢ/T), z the standardised log-scores: a tempered `inverse`."
+    temperature: float = 1.0  # T
+    name, needs_scores = "softmax", True
+    def check(self):
+        if not self.temperature > 0: raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+    def weights(self, groups, scores, costs):
+        logs = {g: math.log(v) for g, v in scores.items() if math.isfinite(v)}
+        mu = sum(logs.values()) / max(1, len(logs))
+        sd = math.sqrt(sum((v - mu) ** 2 for v in logs.values()) / max(1, len(logs))) or 1.0
+        return {g: (math.exp(-(logs[g] - mu) / sd / self.temperature) if g in logs else 0.0) for g in groups}
+
+RULE_CLASSES = {c.name: c for c in (Uniform, Param, Inverse, PerParam, Rank, Softmax)}
+
+# %% ../nbs/04_allocation.ipynb #8091af6d
+def allocation_rule(
+    rule: str | Rule = "per-param",  # a `Rule`, returned as it is, or its name
+    **settings,  # gamma, temperature: taken by the rules that have them
+) -> Rule:
+    "The rule `rule` names (aliases and spellings resolved), with those of `settings` it has."
+    if isinstance(rule, Rule): return rule
+    cls = RULE_CLASSES[one_of("rule", rule)]
+    own = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in settings.items() if k in own})
+
 def rule_weights(
-    rule: str,  # one of RULES
+    rule: str | Rule,  # a `Rule` or one of RULES
     groups: Sequence[str],  # group names
     scores: Mapping[str, float] | None = None,  # sensitivity per group (higher = keep more); needed by MRS rules
     costs: Mapping[str, float] | None = None,  # parameters saved by removing each group (p_i)
-    gamma: float = 0.5,  # exponent of `param` and `per-param`
-    temperature: float = 1.0,  # temperature of `softmax`
+    gamma: float = 0.5,  # exponent of `param` and `per-param` (a name only)
+    temperature: float = 1.0,  # temperature of `softmax` (a name only)
 ) -> dict[str, float]:
     "Unnormalised weights w_i of a rule; ratios are clip(λ·w_i). Scores ≤ 0 are floored, infinite ones get weight 0."
-    rule = canonical(rule)
-    if rule not in RULES: raise ValueError(f"Unknown allocation rule {rule!r}; choose one of: {', '.join(RULES)}.")
-    if rule == "uniform": return {g: 1.0 for g in groups}
-    if rule in ("param", "per-param"):
-        if costs is None: raise ValueError(f"Rule {rule!r} needs the groups' parameter costs.")
-        if gamma <= 0: raise ValueError(f"gamma must be > 0, got {gamma}.")
-    if rule == "param": return {g: max(costs[g], 0.0) ** gamma for g in groups}
-    if scores is None: raise ValueError(f"Rule {rule!r} needs sensitivity scores (an MRSReport).")
-    missing = [g for g in groups if g not in scores]
-    if missing: raise ValueError(f"The scores have no entry for group(s): {', '.join(missing)}.")
-    s = {g: float(scores[g]) for g in groups}
-    if any(math.isnan(v) for v in s.values()): raise ValueError("The scores contain NaN.")
-    finite = [v for v in s.values() if math.isfinite(v) and v > 0]
-    floor = (min(finite) * 1e-3) if finite else 1.0
-    s = {g: (max(v, floor) if math.isfinite(v) else math.inf) for g, v in s.items()}
-    if rule == "inverse": return {g: 1.0 / v for g, v in s.items()}
-    if rule == "per-param": return {g: (max(costs[g], 0.0) / s[g]) ** gamma for g in groups}
-    if rule == "rank":
-        order = sorted(groups, key=lambda g: -s[g])  # most sensitive first
-        n = len(order)
-        return {g: (i + 1) / n for i, g in enumerate(order)}
-    if temperature <= 0: raise ValueError(f"temperature must be > 0, got {temperature}.")
-    logs = {g: math.log(v) for g, v in s.items() if math.isfinite(v)}
-    mu = sum(logs.values()) / max(1, len(logs))
-    sd = math.sqrt(sum((v - mu) ** 2 for v in logs.values()) / max(1, len(logs))) or 1.0
-    return {g: (math.exp(-(logs[g] - mu) / sd / temperature) if g in logs else 0.0) for g in groups}
+    return allocation_rule(rule, gamma=gamma, temperature=temperature)(groups, scores, costs)
 
 # %% ../nbs/04_allocation.ipynb #23bea1a5
 def _solve(cm: CostModel, weights: dict[str, float], fixed: dict[str, float], target: float, of: str,
@@ -444,13 +516,13 @@ def allocate(
     report: MRSReport | Mapping[str, float] | None,  # sensitivity scores (an MRSReport or {group: score}); None for uniform/param
     model: nn.Module,  # the unpruned network the scores belong to
     target: float = 0.5,  # share of prunable parameters (or MACs) to remove, in [0, 1)
-    rule: str = "per-param",  # uniform, param, inverse, per-param, rank or softmax
+    rule: str | Rule = "per-param",  # a `Rule`, or its name: uniform, param, inverse, per-param, rank or softmax
     target_of: str = "params",  # params or macs
     r_min: float = 0.0,  # lower bound of every ratio
     r_max: float = 0.8,  # upper bound of every ratio
     min_channels: int = 1,  # channels every group keeps
-    gamma: float = 0.5,  # exponent of `param` and `per-param`
-    temperature: float = 1.0,  # temperature of `softmax`
+    gamma: float = 0.5,  # exponent of `param` and `per-param` (with a rule name; a `Rule` has its own)
+    temperature: float = 1.0,  # temperature of `softmax` (with a rule name)
     locked: Mapping[str, float] | None = None,  # {group: ratio} kept fixed while the others re-balance
     example_inputs: torch.Tensor | None = None,  # one input batch (default from the model's recorded input shape)
     ignored_layers: Iterable[nn.Module | str] | None = None,  # layers to leave whole besides the head
@@ -474,7 +546,8 @@ def allocate(
         if g not in cm.groups: raise ValueError(f"Locked group {g!r} is not a group of the model; groups: {', '.join(cm.groups)}.")
         if not 0 <= v < 1: raise ValueError(f"Locked ratio of {g!r} must be in [0, 1), got {v}.")
     costs = cm.group_cost("params" if target_of == "params" else "macs")
-    weights = rule_weights(rule, [g for g in cm.groups if g not in locked], scores, costs, gamma, temperature)
+    rule = allocation_rule(rule, gamma=gamma, temperature=temperature)
+    weights = rule([g for g in cm.groups if g not in locked], scores, costs)
     lo_b, hi_b = cm.bounds(r_min, r_max)
     def solve(t: float) -> dict[str, float]:
         return {**_solve(cm, weights, locked, t, target_of, lo_b, hi_b, tol), **locked}
@@ -488,8 +561,10 @@ def allocate(
         warnings.warn(f"Allocation reaches {achieved:.4f} of {target_of} for a target of {target:.4f} "
                       f"({'as torch-pruning counts it' if verify else 'predicted'}; channel granularity); tolerance was {tol:.1%}.")
     if isinstance(report, MRSReport): meta["score_method"] = report.method
-    return Allocation(ratios=ratios, rule=canonical(rule), target=float(target), target_of=target_of,
-                      r_min=r_min, r_max=r_max, min_channels=min_channels, gamma=gamma, temperature=temperature,
+    own = rule.settings()
+    if type(rule) not in RULE_CLASSES.values(): meta["rule_settings"] = own  # a rule of the user's: what it was set to
+    return Allocation(ratios=ratios, rule=rule.name, target=float(target), target_of=target_of, r_min=r_min, r_max=r_max,
+                      min_channels=min_channels, gamma=own.get("gamma", gamma), temperature=own.get("temperature", temperature),
                       locked=sorted(locked), scores=scores, achieved=achieved, round_to=round_to, meta=meta)
 
 # %% ../nbs/04_allocation.ipynb #fc52384b

@@ -20,8 +20,9 @@ from .core import canonical, seeded
 from .models import input_shape_of
 
 # %% auto #0
-__all__ = ['num_classes_of', 'build_attack', 'check_batch', 'recorded_input_shape', 'check_inputs', 'restore_modes', 'perturb',
-           'AdversarialBatch', 'accuracy', 'adversarial_batch', 'robust_accuracy']
+__all__ = ['num_classes_of', 'build_attack', 'check_batch', 'recorded_input_shape', 'check_inputs', 'restore_modes',
+           'attack_label', 'perturb', 'AdversarialBatch', 'accuracy', 'adversarial_batch', 'attack_list',
+           'robust_accuracy']
 
 # %% ../nbs/02_attacks.ipynb #9ff60b00
 def num_classes_of(model: nn.Module) -> int:
@@ -118,21 +119,40 @@ class restore_modes:
         for m, training in self.modes: m.training = training
         return False
 
-# %% ../nbs/02_attacks.ipynb #e9c19923
+# %% ../nbs/02_attacks.ipynb #e84ddba4
+def _attack(a, model: nn.Module | None = None) -> "AttackSpec | Attack":
+    "A torchattacks `Attack` as it is (refused when built on another model than `model`), anything else as `AttackSpec.parse` reads it."
+    if not isinstance(a, Attack): return AttackSpec.parse(a)
+    if model is not None and a.model is not model:
+        raise ValueError(f"The torchattacks {a.attack} attack was built on another model: build it on the model it attacks, "
+                         f"e.g. torchattacks.{a.attack}(model, ...).")
+    return a
+
+def attack_label(a) -> str:
+    "How tables name an attack: `AttackSpec.label`, or for a torchattacks `Attack` its name, budget and origin, e.g. `PGD (torchattacks, eps=0.1)`."
+    if not isinstance(a, Attack): return AttackSpec.parse(a).label
+    eps = getattr(a, "eps", None)
+    return f"{a.attack} (torchattacks{f', eps={format_pixels(eps)}' if isinstance(eps, (int, float)) else ''})"
+
+# %% ../nbs/02_attacks.ipynb #13a976f3
 def perturb(
     model: nn.Module,  # classifier taking [0, 1] images
     x: torch.Tensor,  # clean images [N, C, H, W] in [0, 1]
     y: torch.Tensor,  # integer labels [N]
-    spec: AttackSpec | str = "pgd",  # the attack
+    spec: AttackSpec | str | Attack = "pgd",  # the attack: a spec, its text, or a torchattacks `Attack` built on `model`
     num_classes: int | None = None,  # classes of the model; default from the model
     seed: int | None = None,  # seed for random starts (None: current RNG state)
 ) -> torch.Tensor:
     "Adversarial versions of `x` under `spec`, on the model's device; the model's modes are left as they were."
-    spec = AttackSpec.parse(spec)
+    spec = _attack(spec, model)
     num_classes = num_classes or num_classes_of(model)
     check_inputs(model, x, y, num_classes)
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
+    if isinstance(spec, Attack):
+        with restore_modes(model), seeded(seed, device):
+            spec.set_device(device)
+            return spec(x, y).detach()
     if spec.name == "none": return x.detach().clone()
     with restore_modes(model), seeded(seed, device):
         atk = build_attack(spec, model, num_classes, seed=seed or 0)
@@ -210,10 +230,20 @@ def adversarial_batch(
     return AdversarialBatch(x, x_adv, y, spec, accuracy(model, x, y), accuracy(model, x_adv, y))
 
 # %% ../nbs/02_attacks.ipynb #e7b1947a
+def attack_list(
+    attacks: Iterable[AttackSpec | str | Attack],  # specs, their texts, or torchattacks `Attack`s
+    model: nn.Module | None = None,  # the model they attack (torchattacks attacks must be built on it)
+) -> tuple[list, list[str]]:
+    "The attacks to run (texts parsed, `none` dropped) and their table labels, `clean` first; two attacks with one label are refused."
+    specs = [s for s in (_attack(a, model) for a in attacks) if isinstance(s, Attack) or s.name != "none"]
+    labels = ["clean"] + [attack_label(s) for s in specs]
+    if len(set(labels)) != len(labels): raise ValueError(f"Two attacks share a label: {labels}.")
+    return specs, labels
+
 def robust_accuracy(
     model: nn.Module,  # classifier taking [0, 1] images
     data,  # a DataLoader (or any iterable of (x, y) batches)
-    attacks: Iterable[AttackSpec | str] = ("pgd",),  # attacks to measure, besides clean accuracy
+    attacks: Iterable[AttackSpec | str | Attack] = ("pgd",),  # attacks to measure, besides clean accuracy (torchattacks `Attack`s built on `model` too)
     max_samples: int | None = None,  # stop after this many samples (None: the whole loader)
     seed: int = 0,  # seed of the attacks' random starts
     progress: bool = False,  # show a progress bar (tqdm.auto: notebook or terminal)
@@ -221,10 +251,7 @@ def robust_accuracy(
 ) -> tuple[dict[str, float], int]:
     "Clean accuracy and accuracy under each attack, as `({'clean': acc, label: acc, ...}, samples seen)`."
     from tqdm.auto import tqdm
-    specs = [AttackSpec.parse(a) for a in attacks]
-    specs = [s for s in specs if s.name != "none"]
-    labels = ["clean"] + [s.label for s in specs]
-    if len(set(labels)) != len(labels): raise ValueError(f"Two attacks share a label: {labels}.")
+    specs, labels = attack_list(attacks, model)
     device = next(model.parameters()).device
     k, shape = num_classes_of(model), recorded_input_shape(model)
     correct = torch.zeros(len(labels), device=device)

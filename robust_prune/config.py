@@ -180,7 +180,7 @@ def parse(cls: AttackSpec, text: "str | AttackSpec | dict") -> "AttackSpec":
         else: raise ValueError(f"Unknown attack option {key!r} in {text!r}.")
     return cls(name.strip(), **kw)
 
-# %% ../nbs/00b_config.ipynb #89f4f430
+# %% ../nbs/00b_config.ipynb #1435c692
 RANGES = {  # the allowed values of every numeric setting
     "train_epochs": ">= 0", "epochs": ">= 0", "size": ">= 4", "batch_size": ">= 1", "train_samples": ">= 1", "mrs_samples": ">= 1",
     "prune_steps": ">= 1", "round_to": ">= 1", "checkpoint_steps": ">= 1", "eval_samples": ">= 1", "min_channels": ">= 1",
@@ -201,6 +201,7 @@ def _kind(name: str, cls=None) -> tuple[str, bool]:
     parts = [p.strip() for p in ann.split("|")]
     return parts[0], "None" in parts
 
+# %% ../nbs/00b_config.ipynb #7f1d33b3
 def check_setting(
     name: str,  # a field of `MRPFConfig`
     value,  # its value, as typed or read from a file
@@ -225,6 +226,7 @@ def check_setting(
     if not ok: raise ValueError(f"{label} must be {what}{' (or None)' if optional else ''}, got {value!r}.")
     return float(value) if kind == "float" else list(value) if kind == "list[str]" else value
 
+# %% ../nbs/00b_config.ipynb #b1910f78
 def check_settings(
     d: dict,  # settings by field name
     labels: dict[str, str] | None = None,  # how messages name each field (default: its name)

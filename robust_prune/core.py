@@ -66,7 +66,7 @@ def seeded(seed: int | None, device: torch.device | str | None = None):
             with torch.cuda.device(d): torch.cuda.manual_seed(seed)
         yield
 
-# %% ../nbs/00a_core.ipynb #a5bdc169
+# %% ../nbs/00a_core.ipynb #3e35a2b9
 def init_distributed(backend: str | None = None) -> bool:
     "Join the process group that `torchrun` describes in the environment (once); True when running under it."
     import torch
@@ -91,6 +91,7 @@ def is_main_process() -> bool:
     "True on rank 0, or when not running distributed: the process that writes files and shows progress."
     return dist_info()[0] == 0
 
+# %% ../nbs/00a_core.ipynb #b61ed485
 def agreed(value):
     "Rank 0's `value` on every process of a torchrun job (`value` itself outside one), so that all ranks take the branch rank 0 takes (e.g. whether a stage file exists)."
     if dist_info()[1] == 1: return value
@@ -114,6 +115,7 @@ def barrier() -> None:
         import torch.distributed as dist
         dist.barrier()
 
+# %% ../nbs/00a_core.ipynb #1a68b04c
 def _local_device(dev: torch.device) -> torch.device:
     if dev.type != "cuda": return dev
     import torch

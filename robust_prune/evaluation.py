@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .attacks import AttackSpec, robust_accuracy
+from .attacks import AttackSpec, attack_label, attack_list, robust_accuracy
 from .core import Record
 from .finetune import distributed_accuracy
 from .models import input_shape_of  # the one place that knows a model's input shape
@@ -177,7 +177,7 @@ def format_table(
 def evaluate(
     model: nn.Module,  # classifier taking [0, 1] images
     data,  # test DataLoader
-    attacks: Iterable[AttackSpec | str] = ("pgd",),  # attacks to report besides clean accuracy
+    attacks: Iterable[AttackSpec | str] = ("pgd",),  # attacks to report besides clean accuracy (torchattacks `Attack`s built on `model` too)
     name: str = "model",  # row name in tables
     max_samples: int | None = None,  # evaluate at most this many test samples
     input_shape: Sequence[int] | None = None,  # (C, H, W) for MACs/latency; default from the model or the data
@@ -187,7 +187,7 @@ def evaluate(
     progress: bool = True,  # progress bar over the test data
 ) -> RobustnessReport:
     "Clean and robust accuracy over `data`, plus parameters, MACs and latency, as a `RobustnessReport`."
-    specs = [AttackSpec.parse(a) for a in attacks]
+    specs, _ = attack_list(attacks, model)
     # under torchrun the test samples are split over the processes and the counts summed
     accs, n = distributed_accuracy(model, data, specs, max_samples=max_samples, seed=seed, progress=progress, desc=f"evaluate {name}")
     clean = accs.pop("clean")
@@ -198,7 +198,7 @@ def evaluate(
         macs=count_macs(model, input_shape),
         latency_ms=measure_latency(model, input_shape, batch_size=latency_batch) if latency else None,
         latency_batch=latency_batch, device=str(next(model.parameters()).device),
-        attacks=[s.to_dict() for s in specs if s.name != "none"])
+        attacks=[s.to_dict() if isinstance(s, AttackSpec) else {"torchattacks": type(s).__name__, "label": attack_label(s)} for s in specs])
 
 # %% ../nbs/07_evaluation.ipynb #0d5f1c2a
 def default_attacks(

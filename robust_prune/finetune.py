@@ -11,7 +11,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Iterable
@@ -20,30 +20,102 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import AttackSpec, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
+from .attacks import AttackSpec, attack_list, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
 from .config import NAMES, one_of
-from .core import StageClock, _local_device, canonical, dist_info, init_distributed, is_main_process, patch, stage, timing
+from .core import (Record, StageClock, _local_device, canonical, dist_info, init_distributed, is_main_process, known_fields, patch,
+                               stage, timing)
 from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'SCHEDULES', 'PROFILE_STAGES', 'COMPILE_MODES', 'DIGITS_EPS', 'inner_attack', 'linf_pgd',
-           'training_loss', 'make_optimizer', 'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping',
-           'PrintEpochs', 'save_training_state', 'distributed_loader', 'distributed_accuracy', 'NonFiniteTrainingError',
+__all__ = ['METHODS', 'LOSSES', 'OPTIMIZERS', 'SCHEDULES', 'PROFILE_STAGES', 'COMPILE_MODES', 'DIGITS_EPS', 'TrainingLoss',
+           'Clean', 'PGDAT', 'TRADES', 'MART', 'training_method', 'inner_attack', 'linf_pgd', 'training_loss',
+           'make_optimizer', 'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
+           'save_training_state', 'distributed_loader', 'distributed_accuracy', 'NonFiniteTrainingError',
            'check_sync_bn', 'finetune', 'cache_dir', 'shipped_dir', 'robust_digits_model', 'prune_then_finetune']
 
-# %% ../nbs/06_finetune.ipynb #bfa188d9
+# %% ../nbs/06_finetune.ipynb #584e6685
 METHODS = NAMES["method"][0]  # trades, pgd-at, mart, clean
 
 def _check_method(method: str) -> str:
     return one_of("method", method)
 
-def inner_attack(method: str, attack: AttackSpec | str) -> AttackSpec:
+@dataclass
+class TrainingLoss:
+    "A fine-tuning loss: `loss(model, x, y, x_adv)` gives (the loss, the logits training accuracy is counted on). Subclass it and write `loss`."
+    name, adversarial = "loss", True  # class settings: the shortcut name; whether it trains on adversarial examples
+
+    def inner(self, spec: AttackSpec) -> AttackSpec:
+        "The attack that makes `x_adv` from the training attack `spec` (by default `spec` itself)."
+        return spec
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        "The loss's own settings (β, ...), as a run records them."
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+def _cross_entropy(model: nn.Module, images: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(images)
+    return F.cross_entropy(logits, y), logits
+
+@dataclass
+class Clean(TrainingLoss):
+    "Cross-entropy on the clean images: no attack (a control, not a robust method)."
+    name, adversarial = "clean", False
+    def loss(self, model, x, y, x_adv): return _cross_entropy(model, x, y)
+
+@dataclass
+class PGDAT(TrainingLoss):
+    "Madry et al.'s adversarial training: cross-entropy on the adversarial images."
+    name = "pgd-at"
+    def loss(self, model, x, y, x_adv): return _cross_entropy(model, x_adv, y)
+
+# %% ../nbs/06_finetune.ipynb #6091e4f4
+@dataclass
+class TRADES(TrainingLoss):
+    "Zhang et al.: clean cross-entropy + β·KL(clean ‖ adversarial), the adversarial images made by the KL-based PGD."
+    beta: float = 6.0  # weight of the robustness term
+    name = "trades"
+    def inner(self, spec):
+        return AttackSpec("tpgd", spec.eps, spec.alpha, spec.steps) if spec.name == "pgd" else spec
+    def loss(self, model, x, y, x_adv):
+        logits, logits_adv = model(x), model(x_adv)
+        kl = F.kl_div(F.log_softmax(logits_adv.float(), 1), F.softmax(logits.float(), 1), reduction="batchmean")
+        return F.cross_entropy(logits, y) + self.beta * kl, logits
+
+@dataclass
+class MART(TrainingLoss):
+    "Wang et al.: boosted cross-entropy on the adversarial images + β·KL weighted by how unsure the clean prediction is."
+    beta: float = 6.0  # weight of the robustness term
+    name = "mart"
+    def loss(self, model, x, y, x_adv):
+        logits, logits_adv = model(x).float(), model(x_adv).float()
+        adv_probs = F.softmax(logits_adv, 1)
+        top2 = adv_probs.argsort(1)[:, -2:]
+        other = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+        loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), other)
+        nat_probs = F.softmax(logits, 1)
+        true_probs = nat_probs.gather(1, y.unsqueeze(1)).squeeze(1)
+        kl = F.kl_div(torch.log(adv_probs + 1e-12), nat_probs, reduction="none").sum(1)
+        return loss_adv + self.beta * (kl * (1.0000001 - true_probs)).mean(), logits_adv
+
+LOSSES = {c.name: c for c in (TRADES, PGDAT, MART, Clean)}
+
+def training_method(
+    method: str | TrainingLoss = "trades",  # a `TrainingLoss`, returned as it is, or its name
+    **settings,  # beta: taken by the losses that have it
+) -> TrainingLoss:
+    "The loss `method` names (aliases resolved: `pgd`, `madry` are `pgd-at`), with those of `settings` it has."
+    if isinstance(method, TrainingLoss): return method
+    cls = LOSSES[_check_method(method)]
+    own = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in settings.items() if k in own})
+
+def inner_attack(method: str | TrainingLoss, attack: AttackSpec | str) -> AttackSpec:
     "The attack a method trains against: TRADES uses the KL-based PGD (`tpgd`) with the same budget."
-    spec = AttackSpec.parse(attack)
-    if _check_method(method) == "trades" and spec.name == "pgd":
-        return AttackSpec("tpgd", spec.eps, spec.alpha, spec.steps)
-    return spec
+    return training_method(method).inner(AttackSpec.parse(attack))
 
 # %% ../nbs/06_finetune.ipynb #1b7e0c21
 _FP16_ATTACK_SCALE = 1024.0  # fp16 only: the attack loss is scaled so that small gradients do not underflow (the step uses signs)
@@ -89,38 +161,20 @@ def training_loss(
     model: nn.Module,  # the network being trained (in train mode)
     x: torch.Tensor,  # clean images in [0, 1]
     y: torch.Tensor,  # labels
-    method: str = "trades",  # trades, pgd-at, mart or clean
+    method: str | TrainingLoss = "trades",  # a `TrainingLoss`, or its name: trades, pgd-at, mart or clean
     attack: AttackSpec | str = "pgd:eps=8/255,steps=10",  # budget of the inner maximisation
-    beta: float = 6.0,  # weight of the robustness term (TRADES, MART)
+    beta: float = 6.0,  # weight of the robustness term (TRADES, MART; with a name: a `TrainingLoss` has its own)
     attack_model: nn.Module | None = None,  # the network the inner attack runs on (default `model`; the bare one under DDP)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     "The adversarial training loss of `method` on a batch, and the logits training accuracy is counted on."
-    method = _check_method(method)
-    if method == "clean":
-        logits = model(x)
-        return F.cross_entropy(logits, y), logits
-    spec = inner_attack(method, attack)
-    target = attack_model if attack_model is not None else model
-    with stage("attack"):
-        if spec.name in ("pgd", "tpgd"): x_adv = linf_pgd(target, x, y, spec)
-        else: x_adv = perturb(target, x, y, spec)
-    if method == "pgd-at":
-        logits = model(x_adv)
-        return F.cross_entropy(logits, y), logits
-    logits, logits_adv = model(x), model(x_adv)
-    if method == "trades":
-        kl = F.kl_div(F.log_softmax(logits_adv.float(), 1), F.softmax(logits.float(), 1), reduction="batchmean")
-        return F.cross_entropy(logits, y) + beta * kl, logits
-    # MART: boosted CE on adversarial examples + KL weighted by (1 - p_true) on clean ones
-    logits, logits_adv = logits.float(), logits_adv.float()
-    adv_probs = F.softmax(logits_adv, 1)
-    top2 = adv_probs.argsort(1)[:, -2:]
-    other = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
-    loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), other)
-    nat_probs = F.softmax(logits, 1)
-    true_probs = nat_probs.gather(1, y.unsqueeze(1)).squeeze(1)
-    kl = F.kl_div(torch.log(adv_probs + 1e-12), nat_probs, reduction="none").sum(1)
-    return loss_adv + beta * (kl * (1.0000001 - true_probs)).mean(), logits_adv
+    method = training_method(method, beta=beta)
+    x_adv = None
+    if method.adversarial:
+        spec = method.inner(AttackSpec.parse(attack))
+        target = attack_model if attack_model is not None else model
+        with stage("attack"):
+            x_adv = linf_pgd(target, x, y, spec) if spec.name in ("pgd", "tpgd") else perturb(target, x, y, spec)
+    return method.loss(model, x, y, x_adv)
 
 # %% ../nbs/06_finetune.ipynb #c4c12c00
 OPTIMIZERS = NAMES["optimizer"][0]  # sgd, adam, adamw
@@ -160,11 +214,11 @@ def make_scheduler(
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
-# %% ../nbs/06_finetune.ipynb #76b7c9bc
+# %% ../nbs/06_finetune.ipynb #36999fd7
 PROFILE_STAGES = ("data", "attack", "forward/backward", "optimizer", "evaluation", "checkpoint", "other")  # `History.profile`'s stages
 
 @dataclass
-class History:
+class History(Record):
     "Per-epoch record of a fine-tuning run."
     method: str = "trades"  # the loss used
     attack: str = ""  # the evaluation attack's label
@@ -189,7 +243,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        "Inverse of `to_dict`."
+        "Inverse of `to_dict`; unknown keys are an error."
+        known_fields(cls, d, "history")
         return cls(d.get("method", "trades"), d.get("attack", ""), [dict(r) for r in d.get("epochs", [])],
                    [dict(r) for r in d.get("resumed", [])], [dict(r) for r in d.get("profile", [])])
 
@@ -198,31 +253,35 @@ class History:
         import pandas as pd
         return pd.DataFrame(self.epochs)
 
-    def profile_frame(self):
-        "Where the profiled epochs spent their time: one row per stage (seconds, share of the epochs' time, ms per batch)."
-        import pandas as pd
-        if not self.profile: raise ValueError("This history has no profile: train with finetune(profile=True) or --profile.")
-        total, batches = sum(p["seconds"] for p in self.profile), sum(p["batches"] for p in self.profile)
-        secs = {s: sum(p.get(s, 0.0) for p in self.profile) for s in PROFILE_STAGES}
-        return pd.DataFrame([dict(stage=s, seconds=v, share=v / total if total else 0.0, ms_per_batch=1e3 * v / max(1, batches))
-                             for s, v in secs.items() if v or s in ("data", "attack", "forward/backward")])
+# %% ../nbs/06_finetune.ipynb #a1959a96
+@patch
+def profile_frame(self: History):
+    "Where the profiled epochs spent their time: one row per stage (seconds, share of the epochs' time, ms per batch)."
+    import pandas as pd
+    if not self.profile: raise ValueError("This history has no profile: train with finetune(profile=True) or --profile.")
+    total, batches = sum(p["seconds"] for p in self.profile), sum(p["batches"] for p in self.profile)
+    secs = {s: sum(p.get(s, 0.0) for p in self.profile) for s in PROFILE_STAGES}
+    return pd.DataFrame([dict(stage=s, seconds=v, share=v / total if total else 0.0, ms_per_batch=1e3 * v / max(1, batches))
+                         for s, v in secs.items() if v or s in ("data", "attack", "forward/backward")])
 
-    def __repr__(self) -> str:
-        if not self.epochs: return f"History({self.method}, no epochs)"
-        again = "".join(f", resumed at batch {r['batch']} of epoch {r['epoch']}" for r in self.resumed)
-        return f"History({self.method}, {len(self)} epochs, robust accuracy = {self.attack}{again})\n" + self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4f}")
+@patch
+def __repr__(self: History) -> str:
+    if not self.epochs: return f"History({self.method}, no epochs)"
+    again = "".join(f", resumed at batch {r['batch']} of epoch {r['epoch']}" for r in self.resumed)
+    return f"History({self.method}, {len(self)} epochs, robust accuracy = {self.attack}{again})\n" + self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
-    def plot(self):
-        "Plotly figure: loss and accuracies per epoch."
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-        df = self.to_frame()
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy"))
-        fig.add_trace(go.Scatter(x=df.epoch, y=df.loss, name="loss", mode="lines+markers"), 1, 1)
-        for col in ("train_acc", "clean_acc", "robust_acc"):
-            if col in df: fig.add_trace(go.Scatter(x=df.epoch, y=df[col], name=col, mode="lines+markers"), 1, 2)
-        fig.update_layout(height=320, margin=dict(l=40, r=20, t=40, b=40), xaxis_title="epoch", xaxis2_title="epoch")
-        return fig
+@patch
+def plot(self: History):
+    "Plotly figure: loss and accuracies per epoch."
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    df = self.to_frame()
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy"))
+    fig.add_trace(go.Scatter(x=df.epoch, y=df.loss, name="loss", mode="lines+markers"), 1, 1)
+    for col in ("train_acc", "clean_acc", "robust_acc"):
+        if col in df: fig.add_trace(go.Scatter(x=df.epoch, y=df[col], name=col, mode="lines+markers"), 1, 2)
+    fig.update_layout(height=320, margin=dict(l=40, r=20, t=40, b=40), xaxis_title="epoch", xaxis2_title="epoch")
+    return fig
 
 # %% ../nbs/06_finetune.ipynb #21bbc564
 class Callback:
@@ -347,7 +406,7 @@ def _all_sum(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
     return t
 
-# %% ../nbs/06_finetune.ipynb #9a5d1b62
+# %% ../nbs/06_finetune.ipynb #655350a0
 def _loader_kw(loader) -> dict:
     kw = dict(batch_size=loader.batch_size, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
               pin_memory=loader.pin_memory, drop_last=loader.drop_last, worker_init_fn=loader.worker_init_fn)
@@ -366,6 +425,7 @@ def distributed_loader(
                                  drop_last=loader.drop_last)
     return DataLoader(loader.dataset, sampler=sampler, **_loader_kw(loader))
 
+# %% ../nbs/06_finetune.ipynb #b8e272b2
 def _shard(data, max_samples: int | None, rank: int, world: int):
     "This rank's share of the first `max_samples` samples of `data` (a DataLoader, or any iterable of batches)."
     from torch.utils.data import DataLoader
@@ -385,7 +445,7 @@ def _shard(data, max_samples: int | None, rank: int, world: int):
 def distributed_accuracy(
     model: nn.Module,  # classifier taking [0, 1] images (the bare model, not the DDP wrapper)
     data,  # a DataLoader (or any iterable of (x, y) batches): the same on every rank
-    attacks: Iterable[AttackSpec | str] = ("pgd",),  # attacks to measure, besides clean accuracy
+    attacks: Iterable[AttackSpec | str] = ("pgd",),  # attacks to measure, besides clean accuracy (torchattacks `Attack`s built on `model` too)
     max_samples: int | None = None,  # stop after this many samples in all (None: the whole loader)
     seed: int = 0,  # seed of the attacks' random starts
     progress: bool = False,  # progress bar (rank 0 only)
@@ -395,8 +455,7 @@ def distributed_accuracy(
     init_distributed()
     rank, world = dist_info()
     if world == 1: return robust_accuracy(model, data, attacks, max_samples=max_samples, seed=seed, progress=progress, desc=desc)
-    specs = [s for s in (AttackSpec.parse(a) for a in attacks) if s.name != "none"]
-    labels = ["clean"] + [s.label for s in specs]
+    specs, labels = attack_list(attacks, model)
     shard = _shard(data, max_samples, rank, world)
     counts = torch.zeros(len(labels) + 1, dtype=torch.float64, device=next(model.parameters()).device)
     if len(shard) > 0:
@@ -436,24 +495,19 @@ def _place(model: nn.Module, device, distributed: bool, channels_last: bool) -> 
     if channels_last: model.to(memory_format=torch.channels_last)
     return dev
 
-def _channels_last_checked(model: nn.Module, train) -> bool:
-    "On a CPU: whether channels_last gives `model` the contiguous layout's gradients on the first training batch; if not, one warning and the model back in the contiguous layout."
-    import copy
+@contextmanager
+def _without_onednn(on: bool):
+    "Inside the block (when `on`), CPU convolutions run PyTorch's own kernels instead of oneDNN's; the setting is restored afterwards."
+    if not on:
+        yield
+        return
     import warnings
-    x, y = next(iter(train))
-    grads = []
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        m = copy.deepcopy(model).to(memory_format=fmt).train()
-        F.cross_entropy(m(x.contiguous(memory_format=fmt)), y).backward()
-        grads.append([p.grad for p in m.parameters()])
-    gap = max((((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item() for a, b in zip(*grads) if a is not None and b is not None),
-              default=0.0)
-    if gap <= 1e-3: return True
-    model.to(memory_format=torch.contiguous_format)
-    warnings.warn(f"channels_last is off for this run: on this CPU its gradients differ from the contiguous layout's by up to "
-                  f"{gap:.0%} of a gradient's size (a PyTorch/oneDNN fault for some convolution shapes); training in the "
-                  "contiguous layout.", stacklevel=3)
-    return False
+    warnings.warn("channels_last on a CPU trains without oneDNN (its channels-last convolution gradients are wrong on some CPUs, "
+                  "and can corrupt memory): slower than the contiguous layout; channels_last pays off on GPUs.", stacklevel=4)
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try: yield
+    finally: torch.backends.mkldnn.enabled = was
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's modes
 
@@ -677,9 +731,9 @@ def epoch(self: _Loop, epoch: int, step, cbs, stop_event, check_each_step: bool)
     return self.end(epoch, sums, first_bad, batches, done)
 
 # %% ../nbs/06_finetune.ipynb #9317f91a
-def _checked(method, epochs, resume, checkpoint_dir, checkpoint_steps, attack, eval_attack) -> tuple[str, AttackSpec, AttackSpec]:
-    "`finetune`'s arguments checked before anything runs: (method, training attack, evaluation attack)."
-    method = _check_method(method)
+def _checked(method, beta, epochs, resume, checkpoint_dir, checkpoint_steps, attack, eval_attack) -> tuple[TrainingLoss, AttackSpec, AttackSpec]:
+    "`finetune`'s arguments checked before anything runs: (the loss, training attack, evaluation attack)."
+    method = training_method(method, beta=beta)
     if int(epochs) != epochs or epochs < 0: raise ValueError(f"epochs must be an integer >= 0, got {epochs}.")
     if resume and checkpoint_dir is None: raise ValueError("resume=True needs checkpoint_dir.")
     if checkpoint_steps is not None and (int(checkpoint_steps) != checkpoint_steps or checkpoint_steps < 1):
@@ -696,12 +750,31 @@ def _seed(seed: int | None, train) -> None:
     gen = getattr(train, "generator", None)
     if isinstance(gen, torch.Generator): gen.manual_seed(seed)
 
+def _prepared(model, train, device, distributed: bool, channels_last: bool, amp, compile, sync_bn: bool, seed):
+    "The model on its device, and (device, channels_last, amp, train loader) as the run will use them; wrong settings said before anything runs."
+    dev = _place(model, device, distributed, channels_last)
+    amp = _resolve_amp(amp, dev)
+    _compiler(compile)
+    check_sync_bn(sync_bn, dev)
+    if distributed: train = distributed_loader(train, seed=seed or 0)
+    return dev, channels_last, amp, train
+
+def _run_epochs(loop: "_Loop", step, cbs: list, stop_event, epochs: int, dev: torch.device, distributed: bool) -> None:
+    "Epochs until the last one, a stop request or a callback's `run.stop`; under torchrun all processes stop together."
+    run = loop.run
+    while run.epoch < epochs and not run.stop:
+        row = loop.epoch(run.epoch + 1, step, cbs, stop_event, check_each_step=dev.type == "cpu" and not distributed)
+        if row is None: break  # an unfinished epoch is dropped; the last checkpoint stays as it is
+        for cb in cbs: cb.on_epoch_end(run, row)
+        if stop_event is not None and stop_event.is_set(): run.stop = True
+        if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())
+
 # %% ../nbs/06_finetune.ipynb #ff72aaca
 def finetune(
     model: nn.Module,  # network to train (modified in place)
     train,  # training DataLoader of [0, 1] images (under torchrun: the same on every process; batch size per process)
     test=None,  # test DataLoader for per-epoch clean / robust accuracy (None: skip)
-    method: str = "trades",  # trades, pgd-at, mart or clean
+    method: str | TrainingLoss = "trades",  # a `TrainingLoss` (e.g. `TRADES(beta=3)`), or its name: trades, pgd-at, mart or clean
     attack: AttackSpec | str = "pgd:eps=8/255,steps=10",  # training attack budget
     epochs: int = 10,  # passes over `train`
     lr: float = 0.01,  # peak learning rate
@@ -710,7 +783,7 @@ def finetune(
     weight_decay: float = 5e-4,  # weight decay
     nesterov: bool = True,  # Nesterov momentum (SGD)
     schedule: str = "cosine",  # cosine, step, constant or onecycle
-    beta: float = 6.0,  # TRADES / MART robustness weight
+    beta: float = 6.0,  # TRADES / MART robustness weight (with a method name; a `TrainingLoss` has its own)
     eval_attack: AttackSpec | str | None = None,  # attack for the per-epoch robust accuracy (default: `attack` as PGD)
     eval_samples: int | None = 512,  # test samples evaluated per epoch (None: all)
     device: str | torch.device | None = None,  # where to train (default: the model's device; under torchrun cuda means cuda:LOCAL_RANK)
@@ -722,42 +795,33 @@ def finetune(
     checkpoint_steps: int | None = None,  # also write `last.pt` every this many batches inside an epoch (None: at epoch ends only)
     stop_event=None,  # a `threading.Event`; when set, training stops after the current batch
     amp: str | bool | None = "auto",  # mixed precision: auto (bf16 or fp16 on CUDA, none on CPU), bf16, fp16 or None
-    channels_last: bool = False,  # use the channels-last memory format (helps convolutions on recent GPUs)
+    channels_last: bool = False,  # use the channels-last memory format (helps convolutions on recent GPUs; on a CPU it runs without oneDNN)
     compile: bool | str = False,  # run the network through `torch.compile` (True), or with one of its modes, e.g. 'reduce-overhead'
     profile: bool = False,  # time every epoch's stages (data, attack, forward/backward, optimizer, evaluation, checkpoint) into `History.profile`
     sync_bn: bool = False,  # under torchrun on GPUs: batch-norm statistics over every process's batch (SyncBatchNorm) instead of each its own
 ) -> History:
     "Train `model` adversarially with `method`; returns the per-epoch `History`. Runs data-parallel under torchrun; a non-finite loss or weights raise `NonFiniteTrainingError`."
-    method, spec, eval_spec = _checked(method, epochs, resume, checkpoint_dir, checkpoint_steps, attack, eval_attack)
+    loss, spec, eval_spec = _checked(method, beta, epochs, resume, checkpoint_dir, checkpoint_steps, attack, eval_attack)
     distributed = init_distributed()
-    dev = _place(model, device, distributed, channels_last)
-    if channels_last and dev.type == "cpu": channels_last = _channels_last_checked(model, train)  # some CPU kernels get it wrong
-    amp = _resolve_amp(amp, dev)
-    _compiler(compile)  # a wrong mode is said before anything runs
-    check_sync_bn(sync_bn, dev)
-    if distributed: train = distributed_loader(train, seed=seed or 0)
-    settings = _run_settings(method=method, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
-                             weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, beta=beta, seed=seed, batches=len(train))
+    dev, channels_last, amp, train = _prepared(model, train, device, distributed, channels_last, amp, compile, sync_bn, seed)
+    settings = _run_settings(method=loss.name, attack=spec, epochs=int(epochs), lr=lr, optimizer=optimizer, momentum=momentum,
+                             weight_decay=weight_decay, nesterov=nesterov, schedule=schedule, seed=seed, batches=len(train),
+                             **({"beta": beta} if not loss.settings() else loss.settings()))
     _seed(seed, train)
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov)
     sched = make_scheduler(opt, schedule, epochs * len(train))
-    loop = _Loop(FineTuneRun(model, History(method, eval_spec.label), int(epochs)), train, test, eval_spec, eval_samples, opt, sched,
+    loop = _Loop(FineTuneRun(model, History(loss.name, eval_spec.label), int(epochs)), train, test, eval_spec, eval_samples, opt, sched,
                  torch.amp.GradScaler(dev.type) if amp == "fp16" else None, lr, settings, dev, distributed, channels_last,
                  Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None, checkpoint_steps, progress,
                  StageClock(dev) if profile else None)
     if resume and loop.ckpt.is_file(): loop.resume()
     run, cbs = loop.run, list(callbacks)
     for cb in cbs: cb.on_train_begin(run)
-    with _synced_batchnorm(model, sync_bn and distributed), timing(loop.clock):
+    with _synced_batchnorm(model, sync_bn and distributed), timing(loop.clock), _without_onednn(channels_last and dev.type == "cpu"):
         bare, net = _wrap(model, dev, distributed, compile)  # (after the batch-norm layers are synced: DDP sees the layers it runs)
-        step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=loop.scaler, dev=dev, amp=amp, method=method,
+        step = partial(_step, net=net, bare=bare, opt=opt, sched=sched, scaler=loop.scaler, dev=dev, amp=amp, method=loss,
                        spec=spec, beta=beta, channels_last=channels_last)
-        while run.epoch < epochs and not run.stop:
-            row = loop.epoch(run.epoch + 1, step, cbs, stop_event, check_each_step=dev.type == "cpu" and not distributed)
-            if row is None: break  # an unfinished epoch is dropped; the last checkpoint stays as it is
-            for cb in cbs: cb.on_epoch_end(run, row)
-            if stop_event is not None and stop_event.is_set(): run.stop = True
-            if distributed: run.stop = bool(_all_sum(torch.tensor([float(run.stop)], device=dev)).item())  # all stop together
+        _run_epochs(loop, step, cbs, stop_event, int(epochs), dev, distributed)
     run.stopped_early = run.epoch < epochs
     for cb in cbs: cb.on_train_end(run)
     if channels_last: model.to(memory_format=torch.contiguous_format)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import one_of
-from .core import canonical, dist_info, gathered, patch, seeded
+from .core import Record, canonical, dist_info, gathered, known_fields, patch, seeded
 from .partial import BATCH_MODES, LossEvaluator
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
 from .attacks import check_inputs, num_classes_of, restore_modes
@@ -143,7 +143,7 @@ def best(self: _Feasibility) -> tuple[float, int | None, int | None]:
     obj, mjs, ia = min(cands)
     return obj, ia, -mjs
 
-# %% ../nbs/03_mrs.ipynb #8cc287b5
+# %% ../nbs/03_mrs.ipynb #4ed4f720
 def _search_grid(c: _Feasibility) -> None:
     c.evaluate([(ia, js) for js in range(len(c.sigmas)) for ia in range(len(c.alphas))])
 
@@ -160,6 +160,7 @@ def _search_ordered(c: _Feasibility) -> None:
             c.evaluate([p for p in pts[k + len(batch):] if c.objective(*p) <= obj])
             return
 
+# %% ../nbs/03_mrs.ipynb #8d757621
 def _search_bisect(c: _Feasibility) -> None:
     "Per σ (largest first), bisect for the smallest feasible α, assuming feasibility is monotone in α and σ."
     top = len(c.alphas) - 1
@@ -181,6 +182,7 @@ def _search_bisect(c: _Feasibility) -> None:
         c.table[(hi, js)] = True  # known or implied feasible; record it for `best`
         known_ok = hi if known_ok is None else min(known_ok, hi)
 
+# %% ../nbs/03_mrs.ipynb #31188b82
 def _search_root(c: _Feasibility) -> None:
     "Per α (largest first), find the largest feasible σ of the grid, assuming feasibility only falls as σ grows; skip α values that cannot beat the best score so far."
     top = len(c.sigmas) - 1
@@ -270,7 +272,7 @@ def _unnum(v): return None if v is None else float(v)
 
 # %% ../nbs/03_mrs.ipynb #24462af4
 @dataclass
-class MRSReport:
+class MRSReport(Record):
     "Per-group sensitivity scores of one network, with the method and settings that produced them."
     method: str  # mrs, rewind, noise, worst or taylor
     groups: list[GroupScore]  # one row per prunable group, in module order
@@ -340,7 +342,8 @@ def to_dict(self: MRSReport) -> dict:
 
 @patch(cls_method=True)
 def from_dict(cls: MRSReport, d: dict) -> MRSReport:
-    "Inverse of `to_dict`."
+    "Inverse of `to_dict`; unknown keys are an error."
+    known_fields(cls, d, "MRS report")
     groups = [GroupScore(**PrunableGroup.from_dict(r).__dict__, score=_unnum(r.get("score")),
                          alpha=_unnum(r.get("alpha")), sigma=_unnum(r.get("sigma")), seconds=float(r.get("seconds", 0.0)),
                          samples=[_unnum(v) for v in r["samples"]] if r.get("samples") else None)
@@ -528,6 +531,23 @@ def estimator(
     own = {f.name for f in fields(ESTIMATORS[name])}
     return ESTIMATORS[name](**{k[len(prefix):]: v for k, v in settings.items() if k.startswith(prefix) and k[len(prefix):] in own})
 
+# %% ../nbs/03_mrs.ipynb #f6d2bf17
+def _checked(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, est: Estimator, batch: str, max_batch: int,
+             groups, ignored_layers, per_layer: bool) -> tuple[torch.Tensor, torch.Tensor, list, dict]:
+    "`compute_mrs`'s inputs checked and on the model's device, the groups to score (each naming only parameters the model has), and the parameters."
+    if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
+    check_inputs(model, x_adv, y)
+    est.check(len(y))
+    _check_ints(max_batch=max_batch)
+    device = next(model.parameters()).device
+    x_adv, y = x_adv.to(device), y.to(device)
+    groups = list(groups) if groups is not None else prunable_groups(model, x_adv[:1], ignored_layers, per_layer)
+    P = {k: p.detach() for k, p in model.named_parameters()}
+    for g in groups:
+        missing = [t for t in g.tensors if t not in P]
+        if missing: raise ValueError(f"Group {g.name!r} names parameters the model does not have: {', '.join(missing[:3])}.")
+    return x_adv, y, groups, P
+
 # %% ../nbs/03_mrs.ipynb #79d28611
 def compute_mrs(
     model: nn.Module,  # the trained (unpruned) network, taking [0, 1] images
@@ -570,18 +590,8 @@ def compute_mrs(
                   max_batch=max_batch, progress=progress)
     if repeats > 1: return _repeated(model, x_adv, y, est, int(repeats), init_state, groups, seed, **common)
     t0 = time.time()
-    if batch not in BATCH_MODES: raise ValueError(f"Unknown batch mode {batch!r}; choose one of: {', '.join(BATCH_MODES)}.")
-    check_inputs(model, x_adv, y)
+    x_adv, y, groups, P = _checked(model, x_adv, y, est, batch, max_batch, groups, ignored_layers, per_layer)
     n = len(y)
-    est.check(n)
-    _check_ints(max_batch=max_batch)
-    device = next(model.parameters()).device
-    x_adv, y = x_adv.to(device), y.to(device)
-    groups = list(groups) if groups is not None else prunable_groups(model, x_adv[:1], ignored_layers, per_layer)
-    P = {k: p.detach() for k, p in model.named_parameters()}
-    for g in groups:
-        missing = [t for t in g.tensors if t not in P]
-        if missing: raise ValueError(f"Group {g.name!r} names parameters the model does not have: {', '.join(missing[:3])}.")
     settings = dict(n=n, **est.settings(n), **({"seed": int(seed)} if est.random else {}))
     theta0 = None
     if est.uses_theta0:

@@ -21,8 +21,8 @@ import torch.nn as nn
 from .allocation import SENSITIVITY_RULES, Allocation, CostModel, allocate
 from .attacks import AdversarialBatch, AttackSpec, adversarial_batch
 from .config import MRPFConfig, one_of
-from .core import (agreed, atomic_write, barrier, canonical, dist_info, init_distributed, is_main_process, patch, process_device,
-                               provenance)
+from .core import (Record, agreed, atomic_write, barrier, canonical, dist_info, init_distributed, is_main_process, known_fields, patch,
+                               process_device, provenance)
 from .data import dataset_info, get_loaders
 from .evaluation import RobustnessReport, evaluate, format_count, format_table, measure_latencies
 from .finetune import History, check_sync_bn, finetune, prune_then_finetune, robust_digits_model
@@ -106,7 +106,7 @@ def prune_and_finetune(
 
 # %% ../nbs/09_pipeline.ipynb #3d73947d
 @dataclass
-class MRPFResult:
+class MRPFResult(Record):
     "Everything an MRPF comparison produced: the dense report and, per allocation, its allocation, pruning, history and report."
     config: MRPFConfig
     dense: RobustnessReport
@@ -137,7 +137,8 @@ class MRPFResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MRPFResult":
-        "Inverse of `to_dict`."
+        "Inverse of `to_dict`; unknown keys are an error."
+        known_fields(cls, d, "MRPF result")
         return cls(MRPFConfig.from_dict(d["config"]), RobustnessReport.from_dict(d["dense"]),
                    MRSReport.from_dict(d["mrs"]) if d.get("mrs") else None,
                    {k: Allocation.from_dict(v) for k, v in d["allocations"].items()},
@@ -213,20 +214,20 @@ def _slug(label: str) -> str: return label.lower().replace(" @", "_").replace(" 
 def _write_artifacts(out: Path, result: MRPFResult, models: dict[str, nn.Module]) -> None:
     result.config.save(out / "config.json")
     if result.mrs is not None:
-        atomic_write(out / "mrs_report.json", json.dumps(result.mrs.to_dict(), indent=2))
+        result.mrs.save(out / "mrs_report.json")
         result.mrs.plot().write_html(out / "mrs.html", include_plotlyjs="cdn")
     for name in result.reports:
         slug = _slug(name)
         result.allocations[name].save(out / f"allocation_{slug}.json")
         save_checkpoint(models[name], out / f"pruned_{slug}.pt", allocation=result.allocations[name].to_dict(),
                         report=result.reports[name].to_dict())
-        atomic_write(out / f"history_{slug}.json", json.dumps(result.histories[name].to_dict(), indent=2))
+        result.histories[name].save(out / f"history_{slug}.json")
         if len(result.histories[name]): result.histories[name].plot().write_html(out / f"history_{slug}.html", include_plotlyjs="cdn")
-    atomic_write(out / "report.json", json.dumps(result.to_dict(), indent=2))
+    result.save(out / "report.json")
     atomic_write(out / "report.md", f"# MRPF report\n\n{result!r}\n\n" + result.table(markdown=True) + "\n")
     result.plot().write_html(out / "accuracy.html", include_plotlyjs="cdn")
 
-# %% ../nbs/09_pipeline.ipynb #277a9657
+# %% ../nbs/09_pipeline.ipynb #fd79a658
 _NOT_IN_RUN_KEY = ("progress", "output_dir", "checkpoint_steps", "profile")  # settings that do not change what a run computes
 
 def fingerprint(model: nn.Module) -> str:
@@ -237,6 +238,7 @@ def fingerprint(model: nn.Module) -> str:
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
+# %% ../nbs/09_pipeline.ipynb #e0389b6f
 class RunStages:
     "The finished stages of a `compare` run, kept in `OUTPUT_DIR/resume/` so that the same call again reuses them."
     def __init__(self,

@@ -24,7 +24,8 @@ from .models import unprunable_layers
 from .groups import ModelGroups, count_cost, torch_pruning_errors
 
 # %% auto #0
-__all__ = ['CRITERIA', 'GRADIENT_CRITERIA', 'criterion_name', 'importance', 'accumulate_gradients', 'PruneReport', 'prune']
+__all__ = ['CRITERIA', 'GRADIENT_CRITERIA', 'criterion_name', 'importance', 'criterion_label', 'needs_gradients',
+           'accumulate_gradients', 'PruneReport', 'prune']
 
 # %% ../nbs/05_pruning.ipynb #f46e4b3e
 CRITERIA = NAMES["criterion"][0]  # random, l1, l2, lamp, taylor, hessian
@@ -34,15 +35,26 @@ def criterion_name(criterion: str) -> str:
     "The canonical name of a criterion (aliases: magnitude = l2, obd = hessian)."
     return one_of("criterion", criterion)
 
-def importance(criterion: str = "l2"):
-    "The torch-pruning importance object for a criterion name."
+def importance(criterion="l2"):
+    "The torch-pruning importance object for a criterion name; a torch-pruning `Importance` is returned as it is."
     import torch_pruning as tp
+    if isinstance(criterion, tp.importance.Importance): return criterion
     c = criterion_name(criterion)
     return {"random": lambda: tp.importance.RandomImportance(), "l1": lambda: tp.importance.MagnitudeImportance(p=1),
             "l2": lambda: tp.importance.MagnitudeImportance(p=2), "lamp": lambda: tp.importance.LAMPImportance(p=2),
             "taylor": lambda: tp.importance.TaylorImportance(), "hessian": lambda: tp.importance.HessianImportance()}[c]()
 
-# %% ../nbs/05_pruning.ipynb #1da63c9e
+def criterion_label(criterion) -> str:
+    "How reports name a criterion: its canonical name, or the class name of a torch-pruning `Importance` object."
+    import torch_pruning as tp
+    return type(criterion).__name__ if isinstance(criterion, tp.importance.Importance) else criterion_name(criterion)
+
+def needs_gradients(imp) -> bool:
+    "Whether a torch-pruning importance reads gradients (Taylor, Hessian and their subclasses), so `prune` must fill them first."
+    import torch_pruning as tp
+    return isinstance(imp, (tp.importance.GroupTaylorImportance, tp.importance.GroupHessianImportance))
+
+# %% ../nbs/05_pruning.ipynb #41c1fd43
 def _grad_batches(model, grad_data, grad_attack, batches: int):
     if isinstance(grad_data, AdversarialBatch):
         x, y = grad_data.x_adv, grad_data.y
@@ -65,6 +77,7 @@ def _refrozen(params: list):
     finally:
         for p in params: p.requires_grad_(False)
 
+# %% ../nbs/05_pruning.ipynb #a204bacd
 def accumulate_gradients(
     model: nn.Module,  # the network about to be pruned
     imp,  # the torch-pruning importance (Taylor or Hessian)
@@ -162,7 +175,7 @@ def _out_channels(m: nn.Module) -> int:
 def prune(
     model: nn.Module,  # network to prune, in place (deep-copy it first to keep the original)
     allocation: Allocation | Mapping[str, float] | float,  # an Allocation, {group: ratio}, or one ratio for every group
-    criterion: str = "l2",  # random, l1, l2, lamp, taylor or hessian
+    criterion="l2",  # random, l1, l2, lamp, taylor or hessian; or any torch-pruning `Importance` object (e.g. `tp.importance.GroupMagnitudeImportance(p=1, group_reduction="max")`)
     example_inputs: torch.Tensor | None = None,  # one input batch; default zeros of the recorded input shape (recorded on first use)
     grad_data=None,  # for taylor/hessian: AdversarialBatch, (x, y), or a loader
     grad_attack: AttackSpec | str = "none",  # attack applied to loader batches before taking gradients
@@ -175,9 +188,8 @@ def prune(
     "Remove channels from `model` in place with torch-pruning, as `allocation` says; returns a `PruneReport`."
     import torch_pruning as tp
     if int(steps) != steps or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {steps}.")
-    crit = criterion_name(criterion)
-    imp = importance(crit)
-    if crit in GRADIENT_CRITERIA and grad_data is None:
+    crit, imp = criterion_label(criterion), importance(criterion)
+    if needs_gradients(imp) and grad_data is None:
         raise ValueError(f"The {crit} criterion needs gradients: pass grad_data (an AdversarialBatch, (x, y) or a loader).")
     if isinstance(allocation, (int, float)):
         if not 0 <= allocation < 1: raise ValueError(f"A pruning ratio must be in [0, 1), got {allocation}.")
@@ -202,7 +214,7 @@ def prune(
         with seeded(seed):  # the random criterion draws on the CPU
             pruner = mg.make_pruner(model, imp, ratios, steps=steps)
             for _ in range(int(steps)):
-                if crit in GRADIENT_CRITERIA: accumulate_gradients(model, imp, grad_data, grad_attack, grad_batches)
+                if needs_gradients(imp): accumulate_gradients(model, imp, grad_data, grad_attack, grad_batches)
                 with torch_pruning_errors(model, "prune"): pruner.step()
             model.zero_grad(set_to_none=True)
         for n, p in model.named_parameters():  # torch-pruning makes new parameters of pruned layers: frozen ones stay frozen

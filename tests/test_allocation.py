@@ -190,3 +190,26 @@ def test_allocation_files_keep_infinite_scores_take_zero_ratios_and_refuse_bad_r
     with pytest.raises(ValueError, match=r"^Ratio of 'a' must be in \[0, 1\), got 1\.0\.$"): Allocation.from_dict({"ratios": {"a": 1.0}})
     with pytest.raises(ValueError, match=r"^Unknown allocation field\(s\): colour; known: ratios, rule, "):
         Allocation.from_dict({"ratios": {"a": 0.5}, "colour": "red"})
+
+
+def test_rule_objects_allocate_as_their_names_do_and_a_rule_of_ones_own_is_recorded():
+    from dataclasses import dataclass
+    from robust_prune.allocation import PerParam, Rule, Softmax
+    m = create_model("digits_resnet", seed=0)
+    cm = CostModel(m)
+    scores = {g: float(i % 4 + 1) for i, g in enumerate(cm.groups)}
+    for name, obj, kw in [("per-param", PerParam(gamma=1.0), dict(gamma=1.0)), ("softmax", Softmax(temperature=2.0), dict(temperature=2.0))]:
+        by_name = allocate(scores, m, 0.5, name, cost_model=cm, **kw)
+        by_obj = allocate(scores, m, 0.5, obj, cost_model=cm)
+        assert by_obj.ratios == by_name.ratios and (by_obj.rule, by_obj.gamma, by_obj.temperature) == (name, by_name.gamma, by_name.temperature)
+
+    @dataclass
+    class OnlyFirst(Rule):  # prune the first group alone
+        name = "only-first"
+        share: float = 1.0
+        def weights(self, groups, scores, costs): return {g: self.share if i == 0 else 0.0 for i, g in enumerate(groups)}
+
+    a = allocate(None, m, 0.02, OnlyFirst(), cost_model=cm, verify=False, tol=0.1)
+    first = cm.groups[0]
+    assert a.rule == "only-first" and a.meta["rule_settings"] == {"share": 1.0}
+    assert a.ratios[first] > 0 and all(r == 0 for g, r in a.ratios.items() if g != first)

@@ -36,3 +36,39 @@ def test_top_level_finetune_trains_whether_or_not_its_module_was_imported_first(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["1", "clean"]
+
+
+def _records():
+    import math
+    from robust_prune.allocation import Allocation
+    from robust_prune.config import MRPFConfig
+    from robust_prune.evaluation import RobustnessReport
+    from robust_prune.finetune import History
+    from robust_prune.mrs import GroupScore, MRSReport
+    from robust_prune.pipeline import MRPFResult
+    from robust_prune.pruning import PruneReport
+    mrs = MRSReport("mrs", [GroupScore("conv1", ["conv1", "bn1"], 144, 16, {"conv1.weight": [16, 1, 3, 3]}, score=math.inf),
+                            GroupScore("fc", ["fc"], 170, 10, score=2.5, alpha=0.3, sigma=0.01, samples=[2.0, 3.0])],
+                    {"tau": 0.01}, 0.71, 1200, 3.5)
+    hist = History("trades", "PGD-10 (Linf, 0.1)", [dict(epoch=1, loss=0.9, robust_acc=0.4)], [dict(epoch=1, batch=3)])
+    dense = RobustnessReport("dense", 100, 0.9, {"PGD-10 (Linf, 0.1)": 0.5}, 1000, 5000)
+    alloc = Allocation({"conv1": 0.5}, "per-param", 0.5, scores={"conv1": math.inf})
+    prep = PruneReport("l2", 1000, 500, 5000, 2500, {"conv1": [16, 8]}, {"conv1": 0.5})
+    result = MRPFResult(MRPFConfig(), dense, mrs, {"uniform": alloc}, {"uniform": prep}, {"uniform": hist}, {"uniform": dense})
+    return [mrs, hist, dense, alloc, prep, result]
+
+
+@pytest.mark.parametrize("i", range(6), ids=["MRSReport", "History", "RobustnessReport", "Allocation", "PruneReport", "MRPFResult"])
+def test_every_result_is_a_record_that_saves_and_loads_itself_and_refuses_unknown_keys(tmp_path, i):
+    import json
+    from robust_prune.core import Record
+    rec = _records()[i]
+    cls = type(rec)
+    assert isinstance(rec, Record)
+    path = rec.save(tmp_path / "r.json")
+    def refuse(c): raise AssertionError(f"{c} in the file: not strict JSON")
+    assert json.loads(path.read_text(), parse_constant=refuse) == json.loads(json.dumps(rec.to_dict()))  # infinity as text
+    again = cls.load(path)
+    assert again.to_dict() == rec.to_dict()
+    with pytest.raises(ValueError, match="Unknown .*field.*: bogus"):
+        cls.from_dict({**rec.to_dict(), "bogus": 1})

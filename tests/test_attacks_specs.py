@@ -451,3 +451,18 @@ def test_the_number_of_classes_comes_from_the_recorded_settings_before_the_last_
     head_less.arch_config = {"num_classes": 7}
     assert num_classes_of(head_less) == 7
     assert num_classes_of(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5), torch.nn.Linear(5, 3))) == 3
+
+
+def test_a_torchattacks_attack_object_measures_what_the_spec_that_builds_it_measures(batch):
+    import torchattacks
+    x, y = batch
+    model = create_model(seed=0)
+    data = [(x, y), (x.flip(0), y.flip(0))]
+    spec = AttackSpec("pgd", 0.1, steps=3)
+    own = torchattacks.PGD(model, eps=0.1, alpha=spec.step_size, steps=3, random_start=True)
+    accs, n = robust_accuracy(model, data, [spec, own], seed=5)
+    assert n == 32 and list(accs) == ["clean", "PGD-3 (Linf, 0.1)", "PGD (torchattacks, eps=0.1)"]
+    assert accs["PGD (torchattacks, eps=0.1)"] == accs["PGD-3 (Linf, 0.1)"] < accs["clean"]
+    assert torch.equal(perturb(model, x, y, own, seed=1), perturb(model, x, y, spec, seed=1))
+    with pytest.raises(ValueError, match="built on another model"):
+        robust_accuracy(create_model(seed=1), data, [own])

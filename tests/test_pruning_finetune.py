@@ -454,3 +454,40 @@ def test_taylor_scores_frozen_layers_too_and_leaves_them_frozen(batch):
     assert model.pruning_history == free.pruning_history  # the same channels chosen as with nothing frozen
     assert {n for n, p in model.named_parameters() if not p.requires_grad} == set(frozen)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_torch_pruning_importance_object_prunes_as_its_criterion_name_and_gradient_ones_get_gradients(batch):
+    a, b = create_model("digits_resnet", seed=0), create_model("digits_resnet", seed=0)
+    ra, rb = prune(a, 0.4, "l1"), prune(b, 0.4, tp.importance.MagnitudeImportance(p=1))
+    assert (rb.criterion, ra.criterion) == ("MagnitudeImportance", "l1")
+    assert rb.channels == ra.channels and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    own = tp.importance.GroupTaylorImportance()
+    with pytest.raises(ValueError, match="GroupTaylorImportance criterion needs gradients"):
+        prune(create_model("digits_resnet", seed=0), 0.4, own)
+    c, d = create_model("digits_resnet", seed=0), create_model("digits_resnet", seed=0)
+    rc, rd = prune(c, 0.4, "taylor", grad_data=batch), prune(d, 0.4, own, grad_data=batch)
+    assert rc.channels == rd.channels and all(torch.equal(p, q) for p, q in zip(c.parameters(), d.parameters()))
+
+
+def test_a_training_loss_object_trains_as_its_name_does_and_its_own_beta_counts():
+    from robust_prune.finetune import TRADES, TrainingLoss, training_loss
+    model = create_model("digits_resnet", seed=0).train()
+    x, y = next(iter(get_loaders("digits", batch_size=32, seed=0).train))
+    spec = AttackSpec("pgd", 0.1, steps=2)
+    fresh = lambda: copy.deepcopy(model)  # each call updates batch-norm statistics, which the next attack would see
+    torch.manual_seed(0); by_name, _ = training_loss(fresh(), x, y, "trades", spec, beta=2.0)
+    torch.manual_seed(0); by_obj, _ = training_loss(fresh(), x, y, TRADES(beta=2.0), spec, beta=6.0)
+    torch.manual_seed(0); other, _ = training_loss(fresh(), x, y, TRADES(beta=6.0), spec)
+    assert by_obj.item() == by_name.item() != other.item()
+
+    class Seen(TrainingLoss):  # records what it is given: x_adv made by the training attack, within its budget
+        name = "seen"
+        def loss(self, model, x, y, x_adv):
+            self.gap = float((x_adv - x).abs().max())
+            logits = model(x_adv)
+            return F.cross_entropy(logits, y), logits
+
+    seen = Seen()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    hist = finetune(model, loader, None, method=seen, attack=spec, epochs=1, lr=0.01, progress=False)
+    assert 0 < seen.gap <= 0.1 + 1e-6 and hist.method == "seen" and len(hist) == 1

@@ -30,10 +30,25 @@ def test_key_numbers_are_read_from_stream_outputs_only():
 
 @pytest.mark.parametrize("path", rt.tutorials(), ids=lambda p: p.stem)
 def test_fresh_run_of_tutorial_reproduces_its_stored_key_numbers(path):
-    stored = rt.key_numbers(nbformat.read(path, as_version=4))
-    assert stored, f"{path.name} stores no key numbers"
+    assert rt.key_numbers(nbformat.read(path, as_version=4)), f"{path.name} stores no key numbers"
+    stored, where = rt.reference(path)  # the stored outputs, or this kind of CPU's own record (tools/run_tutorials.py)
     fresh = rt.key_numbers(rt.execute(path))  # raises CellExecutionError when a cell fails
-    assert rt.drift(stored, fresh) == []
+    assert rt.drift(stored, fresh) == [], f"drift from {where}"
+
+
+def test_a_machine_that_rounds_otherwise_is_compared_with_its_own_record(tmp_path, monkeypatch):
+    path = rt.tutorials()[0]
+    stored = rt.key_numbers(nbformat.read(path, as_version=4))
+    monkeypatch.setattr(rt, "REFERENCES", tmp_path / "key_numbers.json")
+    assert rt.reference(path) == (stored, "the notebook's stored outputs")
+    own = {k: [v + 1.0, tol] for k, (v, tol) in stored.items()}
+    rt._write_reference(path, own)
+    me = rt.numerics_id()
+    assert rt.reference(path)[0] == own and me in rt.reference(path)[1]
+    monkeypatch.setattr(rt, "numerics_id", lambda threads=2: "another-cpu")
+    assert rt.reference(path)[0] == stored  # other machines keep the stored outputs
+    rt._write_reference(path, None)  # (what --save does: the stored outputs are that machine's reference again)
+    assert list(rt._references()) == [me]
 
 
 @pytest.mark.parametrize("path", rt.tutorials(), ids=lambda p: p.stem)
