@@ -19,10 +19,10 @@ SHIPPED = ("8:0", "16:0", "8:1")  # size:seed of the shipped networks; all other
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", default=list(SHIPPED), choices=SHIPPED, help="size:seed of the networks to train (default: all)")
+    defaults = {k: p.default for k, p in inspect.signature(robust_digits_model).parameters.items()
+                if k in ("eps", "epochs", "width", "method")}
     for which in ap.parse_args().only:
         size, seed = map(int, which.split(":"))
-        defaults = {k: p.default for k, p in inspect.signature(robust_digits_model).parameters.items()
-                    if k in ("eps", "epochs", "width", "method")}
         settings, name = _demo_settings(size=size, seed=seed, **defaults)
         t0 = time.time()
         model = robust_digits_model(cache=False, size=size, seed=seed, **defaults)
