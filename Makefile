@@ -16,9 +16,10 @@ check-sync:
 	git diff --exit-code -- robust_prune nbs || (echo "robust_prune/ or nbs/ out of sync: run nbdev_export and nbdev_clean, then commit" && exit 1)
 
 # The tutorials run in a real Jupyter kernel under pytest instead (tests/test_tutorials.py), which also checks
-# that a fresh run reproduces the numbers stored in them.
+# that a fresh run reproduces the numbers stored in them. Cells marked `#| slow` or `#| gpu` are skipped (tst_flags in
+# settings.ini); ROBUST_PRUNE_SLOW=1 runs the slow ones too, as it does for the slow tests.
 nbtest:
-	nbdev_test --n_workers 1 --timing --skip_folder_re "^([_.]|tutorials$$)"
+	nbdev_test --n_workers 1 --timing --skip_folder_re "^([_.]|tutorials$$)" $(if $(filter 1,$(ROBUST_PRUNE_SLOW)),--flags slow,)
 
 pytest:
 	$(PY) -m pytest tests -q --durations=10

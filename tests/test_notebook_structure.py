@@ -64,3 +64,18 @@ def test_notebooks_cite_only_files_the_repository_has():
     have = {p.name for p in ROOT.rglob("*.md") if not {".venv", "node_modules"} & set(p.parts)}
     absent = sorted((nb, f) for nb, f in cited if f not in have)
     assert not absent, f"notebooks cite files that are not in the repository: {absent}"
+
+
+def test_the_notebook_test_command_skips_cells_marked_slow_or_gpu(tmp_path, monkeypatch):
+    "`make nbtest` (nbdev_test) leaves out `#| slow` and `#| gpu` cells, with the skip flags read from settings.ini as nbdev reads them."
+    import nbformat
+    from nbdev.config import get_config
+    from nbdev.test import test_nb
+    monkeypatch.setenv("IN_TEST", "1")  # test_nb sets it; restored afterwards
+    flags = get_config(path=ROOT).tst_flags.split()  # what nbdev_test passes as skip_flags
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("ran = True"),
+                                         nbformat.v4.new_code_cell("#| slow\nraise RuntimeError('a slow cell ran')"),
+                                         nbformat.v4.new_code_cell("#| gpu\nraise RuntimeError('a gpu cell ran')")])
+    nbformat.write(nb, tmp_path / "flags.ipynb")
+    assert test_nb(tmp_path / "flags.ipynb", skip_flags=flags, showerr=False)[0]
+    assert not test_nb(tmp_path / "flags.ipynb", skip_flags=[], showerr=False)[0]  # the cells do fail when run
