@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -28,11 +29,12 @@ from .data import DATASETS, get_loaders
 from .models import create_model, load_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['METHODS', 'LOSSES', 'OPTIMIZERS', 'SCHEDULES', 'PROFILE_STAGES', 'COMPILE_MODES', 'DIGITS_EPS', 'TrainingLoss',
-           'Clean', 'PGDAT', 'TRADES', 'MART', 'training_method', 'inner_attack', 'linf_pgd', 'training_loss',
-           'make_optimizer', 'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping', 'PrintEpochs',
-           'save_training_state', 'distributed_loader', 'distributed_accuracy', 'NonFiniteTrainingError',
-           'check_sync_bn', 'finetune', 'cache_dir', 'shipped_dir', 'robust_digits_model', 'prune_then_finetune']
+__all__ = ['METHODS', 'LOSSES', 'OPTIMIZERS', 'SCHEDULES', 'PROFILE_STAGES', 'COMPILE_MODES', 'DIGITS_EPS', 'DEMO_SETTINGS',
+           'TrainingLoss', 'Clean', 'PGDAT', 'TRADES', 'MART', 'training_method', 'inner_attack', 'linf_pgd',
+           'training_loss', 'make_optimizer', 'make_scheduler', 'History', 'Callback', 'FineTuneRun', 'EarlyStopping',
+           'PrintEpochs', 'save_training_state', 'distributed_loader', 'distributed_accuracy', 'NonFiniteTrainingError',
+           'check_sync_bn', 'finetune', 'cache_dir', 'demo_settings', 'shipped_dir', 'robust_digits_model',
+           'prune_then_finetune']
 
 # %% ../nbs/06_finetune.ipynb #584e6685
 METHODS = NAMES["method"][0]  # trades, pgd-at, mart, clean
@@ -844,10 +846,16 @@ def cache_dir() -> Path:
     "Where trained demo models are kept: `$ROBUST_PRUNE_CACHE`, else `~/.cache/robust-prune`."
     return Path(os.environ.get("ROBUST_PRUNE_CACHE", Path.home() / ".cache" / "robust-prune")).expanduser()
 
-def _demo_settings(eps, epochs, width, size, method, seed) -> tuple[dict, str]:
-    "The demo network's settings as stored in its checkpoint, and its file name (keyed by them)."
-    settings = dict(eps=float(eps), epochs=int(epochs), width=int(width), size=int(size), method=_check_method(method), seed=int(seed), v=1)
-    return settings, f"digits_resnet-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}.pt"
+DEMO_SETTINGS = ("eps", "epochs", "width", "size", "method", "seed")  # the arguments of `robust_digits_model` that change its weights
+
+def demo_settings(**settings) -> tuple[dict, str]:
+    "The settings `robust_digits_model(**settings)` trains with (those not given at its defaults) as its checkpoint records them, and the file name they key in `shipped_dir()` or `cache_dir()`."
+    unknown = sorted(set(settings) - set(DEMO_SETTINGS))
+    if unknown: raise ValueError(f"Unknown demo setting(s) {', '.join(unknown)}; choose from: {', '.join(DEMO_SETTINGS)}.")
+    s = {k: settings.get(k, p.default) for k, p in inspect.signature(robust_digits_model).parameters.items() if k in DEMO_SETTINGS}
+    rec = dict(eps=float(s["eps"]), epochs=int(s["epochs"]), width=int(s["width"]), size=int(s["size"]),
+               method=_check_method(s["method"]), seed=int(s["seed"]), v=1)
+    return rec, f"digits_resnet-{hashlib.sha1(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12]}.pt"
 
 def shipped_dir() -> Path:
     "The package's own trained demo networks (`tools/make_demo_model.py` writes them)."
@@ -865,7 +873,7 @@ def robust_digits_model(
     progress: bool = False,  # progress bars
 ) -> nn.Module:
     "An adversarially trained `digits_resnet` (shipped with the package for the default settings, else trained once and cached); in eval mode."
-    settings, name = _demo_settings(eps, epochs, width, size, method, seed)
+    settings, name = demo_settings(eps=eps, epochs=epochs, width=width, size=size, method=method, seed=seed)
     path = cache_dir() / name
     for known in (shipped_dir() / path.name, path) if cache else ():
         if known.is_file():

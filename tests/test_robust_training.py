@@ -1,6 +1,4 @@
 """The demo's starting network: a digits ResNet trained with PGD is accurate and clearly robust, and the report says so."""
-import inspect
-
 import torch
 
 from robust_prune.attacks import AttackSpec
@@ -26,15 +24,14 @@ def test_default_demo_network_is_the_shipped_one_and_nothing_is_trained(tmp_path
     monkeypatch.setenv("ROBUST_PRUNE_CACHE", str(tmp_path))  # an empty cache: only the package's file can answer
     monkeypatch.setattr(ft, "finetune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     model = robust_digits_model()
-    defaults = {k: p.default for k, p in inspect.signature(robust_digits_model).parameters.items()
-                if k in ("eps", "epochs", "width", "size", "method", "seed")}
-    shipped = ft.shipped_dir() / ft._demo_settings(**defaults)[1]
+    shipped = ft.shipped_dir() / ft.demo_settings()[1]
     assert not list(tmp_path.iterdir())
     state = read_checkpoint(shipped)["state_dict"]
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and not model.training
     # the input-size tutorial's networks ship too (16x16, and a second 8x8 training), each its own weights
     others = [robust_digits_model(size=16), robust_digits_model(seed=1)]
-    assert not list(tmp_path.iterdir()) and len(set(ft.shipped_dir().glob("digits_resnet-*.pt"))) == 3
+    assert not list(tmp_path.iterdir())
+    assert {p.name for p in ft.shipped_dir().glob("digits_resnet-*.pt")} == {ft.demo_settings(**s)[1] for s in ({}, {"size": 16}, {"seed": 1})}
     assert not torch.equal(others[1].state_dict()["conv1.weight"], model.state_dict()["conv1.weight"])
     # other settings are not shipped: they train (here refused by the patch) instead of loading the default network
     try:

@@ -4,12 +4,11 @@ The default settings at 8x8 (seed 0) are the demo network; the input-size tutori
 (`nbs/tutorials/paper/03_input_size.ipynb`) also loads 16x16 (seed 0) and a second 8x8 training (seed 1).
 Run it when `robust_digits_model` or `digits_resnet` changes, then re-run the tutorials (`python tools/run_tutorials.py --save`)."""
 import argparse
-import inspect
 import time
 
 import torch
 
-from robust_prune.finetune import _demo_settings, robust_digits_model, shipped_dir
+from robust_prune.finetune import demo_settings, robust_digits_model, shipped_dir
 from robust_prune.models import save_checkpoint
 
 
@@ -19,13 +18,11 @@ SHIPPED = ("8:0", "16:0", "8:1")  # size:seed of the shipped networks; all other
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", default=list(SHIPPED), choices=SHIPPED, help="size:seed of the networks to train (default: all)")
-    defaults = {k: p.default for k, p in inspect.signature(robust_digits_model).parameters.items()
-                if k in ("eps", "epochs", "width", "method")}
     for which in ap.parse_args().only:
         size, seed = map(int, which.split(":"))
-        settings, name = _demo_settings(size=size, seed=seed, **defaults)
+        settings, name = demo_settings(size=size, seed=seed)
         t0 = time.time()
-        model = robust_digits_model(cache=False, size=size, seed=seed, **defaults)
+        model = robust_digits_model(cache=False, size=size, seed=seed)
         path = save_checkpoint(model, shipped_dir() / name, settings=settings, threads=torch.get_num_threads())
         print(f"{size}x{size}, seed {seed}: trained in {time.time() - t0:.0f} s on {torch.get_num_threads()} thread(s); "
               f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
