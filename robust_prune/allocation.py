@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import restore_modes
-from .config import NAMES, one_of
+from .config import NAMES, strategy
 from .core import Record, atomic_write, canonical, known_fields, patch, read_json
 
 from .groups import ModelGroups, count_cost, kept_channels, torch_pruning_ratio
@@ -424,10 +424,7 @@ def allocation_rule(
     **settings,  # gamma, temperature: taken by the rules that have them
 ) -> Rule:
     "The rule `rule` names (aliases and spellings resolved), with those of `settings` it has."
-    if isinstance(rule, Rule): return rule
-    cls = RULE_CLASSES[one_of("rule", rule)]
-    own = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in settings.items() if k in own})
+    return strategy("rule", rule, Rule, RULE_CLASSES, settings)
 
 def rule_weights(
     rule: str | Rule,  # a `Rule` or one of RULES

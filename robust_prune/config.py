@@ -14,7 +14,7 @@ from .core import Record, canonical, patch, read_json
 # %% auto #0
 __all__ = ['ATTACKS', 'AA_ITERATIONS', 'AA_SQUARE_QUERIES', 'AA_TARGET_CLASSES', 'DEFAULT_STEPS', 'RANGES', 'NAMES', 'ARCH_NAMES',
            'REGISTERED_ARCHS', 'MRPFConfig', 'parse_number', 'format_pixels', 'AttackSpec', 'check_setting',
-           'check_settings', 'one_of', 'arch_key', 'imports_code', 'read_settings']
+           'check_settings', 'one_of', 'arch_key', 'imports_code', 'strategy', 'read_settings']
 
 # %% ../nbs/00b_config.ipynb #cd7870c3
 @dataclass
@@ -302,6 +302,22 @@ def imports_code(arch: str) -> bool:
     "Whether building `arch` imports a module it names and calls a function of it (a `module:function` spec, not registered)."
     a = str(arch)
     return a not in REGISTERED_ARCHS and ":" in a and a.partition(":")[0] not in ("torchvision", "timm")
+
+# %% ../nbs/00b_config.ipynb #617148bd
+def strategy(
+    setting: str,  # a key of `NAMES`: the registry the name is checked against (rule, mrs_method, method)
+    value,  # a `base` object, returned as it is, or a name (any spelling or alias `one_of` accepts)
+    base: type,  # the strategy base class (Rule, Estimator, TrainingLoss)
+    classes: dict,  # name -> the dataclass it stands for
+    settings: dict,  # keyword settings; those that are fields of the chosen class are passed to it, the rest ignored
+    prefixes: dict[str, str] | None = None,  # name -> the prefix its settings carry in `settings` (`noise_sigma` for Noise's `sigma`)
+):
+    "`value` when it is a `base` already, else the class it names built with those of `settings` that are its fields; a misspelt name is a one-line ValueError."
+    if isinstance(value, base): return value
+    name = one_of(setting, value)
+    cls, prefix = classes[name], (prefixes or {}).get(name, "")
+    own = {f.name for f in fields(cls)}
+    return cls(**{k[len(prefix):]: v for k, v in settings.items() if k.startswith(prefix) and k[len(prefix):] in own})
 
 # %% ../nbs/00b_config.ipynb #ba10f6cf
 @patch

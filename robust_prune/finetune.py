@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import AttackSpec, attack_list, check_inputs, perturb, restore_modes, robust_accuracy, num_classes_of
-from .config import NAMES, one_of
+from .config import NAMES, one_of, strategy
 from .core import (Record, StageClock, _local_device, canonical, dist_info, init_distributed, is_main_process, known_fields, patch,
                                stage, timing)
 from .data import DATASETS, get_loaders
@@ -110,10 +110,7 @@ def training_method(
     **settings,  # beta: taken by the losses that have it
 ) -> TrainingLoss:
     "The loss `method` names (aliases resolved: `pgd`, `madry` are `pgd-at`), with those of `settings` it has."
-    if isinstance(method, TrainingLoss): return method
-    cls = LOSSES[_check_method(method)]
-    own = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in settings.items() if k in own})
+    return strategy("method", method, TrainingLoss, LOSSES, settings)
 
 def inner_attack(method: str | TrainingLoss, attack: AttackSpec | str) -> AttackSpec:
     "The attack a method trains against: TRADES uses the KL-based PGD (`tpgd`) with the same budget."

@@ -9,14 +9,14 @@ import copy
 import math
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import one_of
+from .config import strategy
 from .core import Record, canonical, dist_info, gathered, known_fields, patch, seeded
 from .partial import BATCH_MODES, LossEvaluator
 from .groups import PrunableGroup, prunable_groups, resolve_ignored
@@ -525,11 +525,7 @@ def estimator(
     **settings,  # `compute_mrs`' keyword arguments for it (alphas, draws, noise_sigma, worst_steps, ...)
 ) -> Estimator:
     "The estimator `method` (returned as it is when it is one already), its settings taken from `compute_mrs`-style keywords."
-    if isinstance(method, Estimator): return method
-    name = one_of("mrs_method", method)
-    prefix = {"noise": "noise_", "worst": "worst_"}.get(name, "")
-    own = {f.name for f in fields(ESTIMATORS[name])}
-    return ESTIMATORS[name](**{k[len(prefix):]: v for k, v in settings.items() if k.startswith(prefix) and k[len(prefix):] in own})
+    return strategy("mrs_method", method, Estimator, ESTIMATORS, settings, prefixes={"noise": "noise_", "worst": "worst_"})
 
 # %% ../nbs/03_mrs.ipynb #f6d2bf17
 def _checked(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, est: Estimator, batch: str, max_batch: int,

@@ -72,3 +72,21 @@ def test_every_result_is_a_record_that_saves_and_loads_itself_and_refuses_unknow
     assert again.to_dict() == rec.to_dict()
     with pytest.raises(ValueError, match="Unknown .*field.*: bogus"):
         cls.from_dict({**rec.to_dict(), "bogus": 1})
+
+
+def test_estimator_rule_and_loss_are_objects_as_given_or_built_from_a_name_and_their_own_settings():
+    from robust_prune.allocation import PerParam, Softmax, allocation_rule
+    from robust_prune.finetune import MART, TRADES, training_method
+    from robust_prune.mrs import Criticality, Noise, Worst, estimator
+    # each name builds its class from the settings that are its fields (estimators' noise_/worst_ prefixed), the rest ignored
+    assert estimator("noise", noise_sigma=0.05, noise_draws=4, draws=9) == Noise(sigma=0.05, draws=4)
+    assert estimator("Worst", worst_steps=5, draws=3, noise_sigma=1.0) == Worst(steps=5)
+    assert estimator("mrs", draws=10, noise_draws=3) == Criticality(draws=10)
+    assert allocation_rule("SOFTMAX", temperature=2.0, beta=1.0) == Softmax(temperature=2.0)
+    assert training_method("mart", beta=3.0, temperature=2.0) == MART(beta=3.0)
+    assert training_method("madry") == training_method("pgd-at")  # aliases
+    mine = [Noise(sigma=0.2), PerParam(gamma=2.0), TRADES(beta=1.0)]
+    assert [estimator(mine[0], noise_sigma=9.0), allocation_rule(mine[1], gamma=9.0), training_method(mine[2], beta=9.0)] == mine
+    assert estimator(mine[0]) is mine[0]
+    for bad, call in (("fisher", estimator), ("magic", allocation_rule), ("sgd", training_method)):
+        with pytest.raises(ValueError, match=f"Unknown .*'{bad}'"): call(bad)
