@@ -1,6 +1,6 @@
 """Does the default root search return the exact grid minimum on the default grid (11 α × 696 σ)?
 
-Run from the repository root:  python benchmarks/bench_mrs_exact.py [--seeds 0 1] [--threads 1] [--device cuda]
+Run from the repository root:  python benchmarks/bench_mrs_exact.py [--seeds 0 1] [--threads 1] [--device cuda] [--groups NAME ...]
 On the demo's robust digits network and its fixed PGD-10 batch (256 images), every group is scored with the package's
 defaults twice per noise seed: `search="root"` (the default: bisection in σ per α, assuming feasibility falls as σ
 grows) and `search="ordered"` (every grid point by increasing objective until the first feasible one: the exact grid
@@ -24,11 +24,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--groups", nargs="+", default=None, help="score only these groups, in this order (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = robust_digits_model().to(args.device)
-    adv = adversarial_batch(model, get_dataset("digits", "test"), AttackSpec("pgd", 0.1, steps=10), n=256, seed=0)
+    adv = adversarial_batch(model, get_dataset("digits", train=False), AttackSpec("pgd", 0.1, steps=10), n=256, seed=0)
     groups = prunable_groups(model, adv.x_adv[:1])
+    if args.groups:
+        by_name = {g.name: g for g in groups}
+        unknown = [n for n in args.groups if n not in by_name]
+        if unknown: raise SystemExit(f"unknown groups {unknown}; the network's: {', '.join(by_name)}")
+        groups = [by_name[n] for n in args.groups]
     same = total = 0
     for seed in args.seeds:
         print(f"seed {seed}: grid and threshold as the package's defaults; one group at a time")

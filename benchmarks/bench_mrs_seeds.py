@@ -1,10 +1,10 @@
 """How much the full MRS metric moves with the noise seed, and what each estimator change buys, side by side.
 
 Run from the repository root:
-    python benchmarks/bench_mrs_seeds.py --network digits [--seeds 5] [--threads 2] [--configs NAME ...]
+    python benchmarks/bench_mrs_seeds.py --network digits [--seeds 5] [--first-seed 0] [--threads 2] [--configs NAME ...]
     python benchmarks/bench_mrs_seeds.py --network resnet18 --device cuda     # the trained 3×32×32 ResNet-18
 For every configuration the same network, the same fixed adversarial batch and the same θ⁰ are scored with noise seeds
-0 … seeds−1. Printed per configuration: mean seconds per run, Spearman rank correlation between the seeds' scores
+first-seed … first-seed + seeds − 1 (0 … 4 by default). Printed per configuration: mean seconds per run, Spearman rank correlation between the seeds' scores
 (smallest and mean over all pairs), and the per-group coefficient of variation (std / mean over the seeds; largest
 and mean over the groups). Not a test: it measures, and prints a Markdown table for BENCHMARKS.md; with --json the
 per-seed scores are written too.
@@ -27,14 +27,17 @@ from robust_prune.mrs import compute_mrs, prunable_groups
 
 # name -> compute_mrs settings; the last one is the package's default
 CONFIGS = {
-    "grid-exact, 11 σ (ordered), 10 draws": dict(search="ordered", sigma_points=11, slices=1, antithetic=False, draws=10),
-    "previous default: bisect, 11 σ, 10 draws": dict(search="bisect", sigma_points=11, slices=1, antithetic=False, draws=10),
-    "root search, σ every 1%, 10 draws": dict(slices=1, antithetic=False, draws=10),
-    "+ antithetic pairs": dict(slices=1, draws=10),
-    "+ 16 slices (160 draws, same images)": dict(slices=16, draws=10),
-    "+ 32 slices (320 draws, same images)": dict(slices=32, draws=10),
-    "+ 64 slices (640 draws, same images)": dict(slices=64, draws=10),
-    "16 slices, 20 passes (320 draws, twice the images)": dict(slices=16, draws=20),
+    "grid-exact, 11 σ (ordered), 10 draws": dict(search="ordered", sigma_points=11, slices=1, antithetic=False, draws=10, refine=1),
+    "previous default: bisect, 11 σ, 10 draws": dict(search="bisect", sigma_points=11, slices=1, antithetic=False, draws=10, refine=1),
+    "root search, σ every 1%, 10 draws": dict(slices=1, antithetic=False, draws=10, refine=1),
+    "+ antithetic pairs": dict(slices=1, draws=10, refine=1),
+    "+ 16 slices (160 draws, same images)": dict(slices=16, draws=10, refine=1),
+    "+ 32 slices (320 draws, same images)": dict(slices=32, draws=10, refine=1),
+    "+ 64 slices (640 draws, same images)": dict(slices=64, draws=10, refine=1),
+    "16 slices, 20 passes (320 draws, twice the images)": dict(slices=16, draws=20, refine=1),
+    "20 passes, refined up to 2 blocks": dict(refine=2),
+    "12 passes, refined up to 4 blocks": dict(draws=12, refine=4),
+    "10 passes, refined up to 6 blocks": dict(draws=10, refine=6),
     "default": dict(),
 }
 
@@ -45,7 +48,7 @@ def network(name: str, device: str, epochs: int):
         from robust_prune.data import get_dataset
         from robust_prune.finetune import robust_digits_model
         model = robust_digits_model(seed=0, cache=device == "cpu").to(device)
-        adv = adversarial_batch(model, get_dataset("digits", "test"), AttackSpec("pgd", 0.1, steps=10), n=256, seed=0)
+        adv = adversarial_batch(model, get_dataset("digits", train=False), AttackSpec("pgd", 0.1, steps=10), n=256, seed=0)
         return model, adv
     from robust_prune.data import get_loaders
     from robust_prune.finetune import finetune
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--network", choices=("digits", "resnet18"), default="digits")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="noise seeds first-seed … first-seed + seeds − 1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3, help="resnet18: PGD-AT epochs")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), help=f"any of: {', '.join(CONFIGS)}")
@@ -105,7 +109,8 @@ def main() -> None:
           f"| per-param ratio spread at 50 / 70 / 90% (pp) |\n|---|---|---|---|---|")
     out, swaps = {}, []
     for name in args.configs:
-        runs = [compute_mrs(model, adv.x_adv, adv.y, groups=groups, seed=s, **CONFIGS[name]) for s in range(args.seeds)]
+        runs = [compute_mrs(model, adv.x_adv, adv.y, groups=groups, seed=s, **CONFIGS[name])
+                for s in range(args.first_seed, args.first_seed + args.seeds)]
         tab = [r.scores for r in runs]
         if any(not math.isfinite(v) or v <= 0 for t in tab for v in t.values()):
             print(f"| {name} | {statistics.mean(r.seconds for r in runs):.1f} | a score is 0 or infinite: {tab} | | |")

@@ -270,6 +270,8 @@ def get_dataset(
     channels: int | None = None,  # digits only: 3 repeats the grey channel
 ) -> Dataset:
     "A torch `Dataset` of ([C, H, W] image in [0, 1], label) for the data set called `name`."
+    # a split name in `train`'s place ("test" is a true value) would give the augmented training split without a word
+    if not isinstance(train, (bool, np.bool_)): raise ValueError(f"train must be True or False (the test split is train=False), got {train!r}.")
     info = dataset_info(name, size=size, channels=channels)
     augment = train if augment is None else augment
     if info.name == "digits":

@@ -69,17 +69,19 @@ def _alpha_grid(alphas: int | Sequence[float]) -> list[float]:
 class _Feasibility:
     "The feasibility table of one group, evaluated lazily and batched: is E_u[L_adv(θ_i(α, σu))] <= threshold?"
     def __init__(self, ev: LossEvaluator, thF: dict, th0: dict, alphas: list, sigmas: list, draws: int,
-                 threshold: float, gen: torch.Generator, early_exit: bool = True, antithetic: bool = False):
+                 threshold: float, gen: torch.Generator, early_exit: bool = True, antithetic: bool = False,
+                 refine: int = 1, refine_z: float = 2.0):
         self.ev, self.thF, self.th0, self.alphas, self.sigmas, self.threshold = ev, thF, th0, alphas, sigmas, threshold
         self.rms = {n: t.pow(2).mean().sqrt() for n, t in thF.items()}
         # common random numbers: one set of standard-normal draws per group, scaled by every grid point. A draw is one
-        # noise tensor applied to one slice of the batch (`ev.slices` of them per pass over the batch), so a point
-        # holds draws × slices draws. Antithetic: the second half of the passes repeats the first with the sign flipped
-        # (draw c + copies/2 is −(draw c), on the same slice).
+        # noise tensor applied to one slice of the batch (`ev.slices` of them per pass over the batch), so a block of
+        # draws holds draws × slices of them. Antithetic: the second half of a block's passes repeats the first with the
+        # sign flipped (draw c + copies/2 is −(draw c), on the same slice). A point whose mean after a block lies within
+        # `refine_z` standard errors of the threshold gets the next block (the same for every point), up to `refine`.
         self.copies = draws * ev.slices
-        self.antithetic = antithetic
-        half = self.copies // 2 if antithetic else self.copies
-        self.z = {n: torch.randn((half, *t.shape), generator=gen).to(t.device) for n, t in thF.items()}
+        self.antithetic, self.refine, self.refine_z, self.gen = antithetic, refine, refine_z, gen
+        self.z: list[dict[str, torch.Tensor]] = []  # blocks of draws, made when first needed (in order: same values)
+        self._block_noise(0)
         self.draws, self.early_exit = draws, early_exit
         self.dist2 = float(sum((thF[n] - th0[n]).pow(2).sum() for n in thF))
         self.table: dict[tuple[int, int], bool] = {}  # (alpha index, sigma index) -> feasible
@@ -95,10 +97,18 @@ class _Feasibility:
         step = math.ceil(self.draws / 2) * self.ev.slices if self.ev.batch == "vmap" else self.ev.slices
         return [(d, min(d + step, C)) for d in range(0, C, step)]
 
-    def _noise(self, n: str, d0: int, d1: int) -> torch.Tensor:
-        "Standard-normal draws d0 … d1 − 1 of tensor `n`."
-        if not self.antithetic: return self.z[n][d0:d1]
-        z, h = self.z[n], len(self.z[n])  # draw c < h is z[c]; draw c >= h is −z[c − h]
+    def _block_noise(self, b: int) -> dict[str, torch.Tensor]:
+        "The standard-normal draws of block `b` (the first half of its passes when antithetic)."
+        while len(self.z) <= b:
+            half = self.copies // 2 if self.antithetic else self.copies
+            self.z.append({n: torch.randn((half, *t.shape), generator=self.gen).to(t.device) for n, t in self.thF.items()})
+        return self.z[b]
+
+    def _noise(self, n: str, d0: int, d1: int, b: int = 0) -> torch.Tensor:
+        "Standard-normal draws d0 … d1 − 1 of tensor `n` in block `b`."
+        z = self._block_noise(b)[n]
+        if not self.antithetic: return z[d0:d1]
+        h = len(z)  # draw c < h is z[c]; draw c >= h is −z[c − h]
         parts = ([z[d0:min(d1, h)]] if d0 < h else []) + ([-z[max(d0, h) - h:d1 - h]] if d1 > h else [])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -106,29 +116,41 @@ class _Feasibility:
 @patch
 def evaluate(self: _Feasibility, points: list[tuple[int, int]]) -> None:
     "Fill the table for `points` (one batched evaluation per `points_per_batch` points and stage of draws)."
-    # cross-entropy is never negative, so once the draws evaluated so far sum to more than draws × threshold the
-    # mean over all draws is above the threshold whatever the others give: the point is settled. The margin covers
-    # the float32 rounding of the mean the full evaluation would compare, so the decision is exactly the same.
-    limit = self.copies * self.threshold * (1 + 1e-7 * (self.copies + 10))
     points = [p for p in points if p not in self.table]
     for k in range(0, len(points), self.points_per_batch):
         active = points[k:k + self.points_per_batch]
         seen: dict[tuple[int, int], list[torch.Tensor]] = {p: [] for p in active}
-        for d0, d1 in self._stages():
+        for b in range(self.refine):
+            active = self._block(active, seen, b)
             if not active: break
-            stacked = {n: torch.cat([((1 - self.alphas[ia]) * self.th0[n] + self.alphas[ia] * self.thF[n]).unsqueeze(0)
-                                     + (self.sigmas[js] * self.rms[n]) * self._noise(n, d0, d1) for ia, js in active])
-                       for n in self.thF}
-            out = self.ev.losses(stacked, d0).view(len(active), d1 - d0)
-            for p, row in zip(active, out): seen[p].append(row)
-            if d1 == self.copies: break
-            over = [s > limit for s in torch.stack([torch.cat(seen[p]).double().sum() for p in active]).tolist()]
-            for p, o in zip(active, over):
-                if o: self.table[p] = False
-            active = [p for p, o in zip(active, over) if not o]
-        if active:
-            mean = torch.stack([torch.cat(seen[p]) for p in active]).mean(1)
-            for p, ok in zip(active, (mean <= self.threshold).tolist()): self.table[p] = ok
+            values = torch.stack([torch.cat(seen[p]) for p in active])
+            mean, se = values.mean(1), self._stderr(values)
+            close = (mean.double() - self.threshold).abs() < self.refine_z * se
+            for p, ok, c in zip(active, (mean <= self.threshold).tolist(), close.tolist()):
+                if not c or b == self.refine - 1: self.table[p] = ok
+            active = [p for p, c in zip(active, close.tolist()) if c]
+
+@patch
+def _block(self: _Feasibility, active: list, seen: dict, b: int) -> list:
+    "Add block `b`'s draws to `seen` for the `active` points; returns those not proven infeasible on the way (the others are settled)."
+    # cross-entropy is never negative, so once the draws evaluated so far sum to more than their full number ×
+    # threshold, the mean over all of them is above the threshold whatever the others give: the point is settled. The
+    # margin covers the float32 rounding of the mean the full evaluation would compare, so the decision is the same.
+    total = (b + 1) * self.copies
+    limit = total * self.threshold * (1 + 1e-7 * (total + 10))
+    for d0, d1 in self._stages():
+        if not active: break
+        stacked = {n: torch.cat([((1 - self.alphas[ia]) * self.th0[n] + self.alphas[ia] * self.thF[n]).unsqueeze(0)
+                                 + (self.sigmas[js] * self.rms[n]) * self._noise(n, d0, d1, b) for ia, js in active])
+                   for n in self.thF}
+        out = self.ev.losses(stacked, d0).view(len(active), d1 - d0)
+        for p, row in zip(active, out): seen[p].append(row)
+        if d1 == self.copies: break
+        over = [s > limit for s in torch.stack([torch.cat(seen[p]).double().sum() for p in active]).tolist()]
+        for p, o in zip(active, over):
+            if o: self.table[p] = False
+        active = [p for p, o in zip(active, over) if not o]
+    return active
 
 @patch
 def feasible(self: _Feasibility, ia: int, js: int) -> bool:
@@ -142,6 +164,18 @@ def best(self: _Feasibility) -> tuple[float, int | None, int | None]:
     if not cands: return math.inf, None, None
     obj, mjs, ia = min(cands)
     return obj, ia, -mjs
+
+# %% ../nbs/03_mrs.ipynb #af1c537b
+@patch
+def _stderr(self: _Feasibility, values: torch.Tensor) -> torch.Tensor:
+    "Standard error of each row's mean (rows: points; columns: draws in order), stratified by slice, antithetic pairs as one sample."
+    S, C = self.ev.slices, self.copies
+    v = values.double().view(len(values), -1, C)  # points × blocks × draws of a block
+    if self.antithetic: v = (v[..., :C // 2] + v[..., C // 2:]) / 2  # a pair is one sample (draw c, c + C/2: same slice)
+    v = v.reshape(len(values), -1, S)  # column j of a block is on slice j % S (a block holds whole passes)
+    m = v.shape[1]
+    if m < 2: return (values.double().var(1) / values.shape[1]).sqrt()  # too few samples per slice: not stratified
+    return (v.var(1).sum(1) / m).sqrt() / S
 
 # %% ../nbs/03_mrs.ipynb #4ed4f720
 def _search_grid(c: _Feasibility) -> None:
@@ -482,19 +516,22 @@ class Criticality(Estimator):
     sigmas: Sequence[float] | None = None  # σ grid values in (0, 1]; None: geometric from `sigma_min` to 1
     sigma_min: float = 1e-3  # lower end of the default geometric σ grid
     sigma_points: int | None = None  # points of the default σ grid; None: one every 1% (696 from 10⁻³ to 1)
-    draws: int = 20  # passes over the batch per grid point, each with `slices` noise draws
+    draws: int = 10  # passes over the batch per block of draws (a point gets 1 … `refine` blocks), each pass with `slices` noise draws
     slices: int | None = None  # noise draws per pass, one per slice of the batch; None: 16 (fewer for a smaller batch)
-    antithetic: bool = True  # the second half of the passes repeats the first with the sign flipped (`draws` even)
+    antithetic: bool = True  # the second half of a block's passes repeats the first with the sign flipped (`draws` even)
     tau: float = 0.01  # allowed relative rise of L_adv
     search: str = "root"  # root (per α, bisection in σ), ordered or grid (exactly the grid's minimum), bisect (approximate)
     early_exit: bool = True  # stop a point's draws once those seen prove it infeasible (same result)
+    refine: int = 6  # a point whose mean lies within `refine_z` standard errors of the threshold gets more blocks of `draws` passes, up to this many (1: never)
+    refine_z: float = 2.0  # how close (in standard errors of the mean) counts as too close to decide
     name, uses_theta0, focus, random = "mrs", True, True, True
 
     def slices_for(self, n): return min(16, n) if self.slices is None else self.slices
 
     def check(self, n):
         if self.search not in SEARCHES: raise ValueError(f"Unknown search {self.search!r}; choose one of: {', '.join(SEARCHES)}.")
-        _check_ints(draws=self.draws, slices=self.slices_for(n))
+        _check_ints(draws=self.draws, slices=self.slices_for(n), refine=self.refine)
+        _check_positive(refine_z=self.refine_z)
         if self.antithetic and self.draws % 2: raise ValueError(f"antithetic draws come in pairs: draws must be even, got {self.draws}.")
         if self.slices_for(n) > n: raise ValueError(f"slices ({self.slices_for(n)}) cannot exceed the number of images ({n}).")
         _check_positive(tau=self.tau)
@@ -506,12 +543,13 @@ class Criticality(Estimator):
     def settings(self, n):
         alphas, sigmas = self._grids()
         return dict(alphas=alphas, sigmas=sigmas, draws=int(self.draws), slices=int(self.slices_for(n)),
-                    antithetic=bool(self.antithetic), tau=float(self.tau), search=self.search, early_exit=bool(self.early_exit))
+                    antithetic=bool(self.antithetic), tau=float(self.tau), search=self.search, early_exit=bool(self.early_exit),
+                    refine=int(self.refine), refine_z=float(self.refine_z))
 
     def score(self, ctx, thF, gen):
         alphas, sigmas = self._grids()
         table = _Feasibility(ctx.ev, thF, {t: ctx.theta0[t] for t in thF}, alphas, sigmas, int(self.draws),
-                             (1 + self.tau) * ctx.base, gen, self.early_exit, self.antithetic)
+                             (1 + self.tau) * ctx.base, gen, self.early_exit, self.antithetic, int(self.refine), float(self.refine_z))
         SEARCHES[self.search](table)
         score, ia, js = table.best()
         return (score, None, None) if ia is None else (score, alphas[ia], sigmas[js])
@@ -558,12 +596,14 @@ def compute_mrs(
     sigmas: Sequence[float] | None = None,  # mrs: σ grid values in (0, 1]; None: geometric from `sigma_min` to 1
     sigma_min: float = 1e-3,  # mrs: lower end of the default geometric σ grid
     sigma_points: int | None = None,  # mrs: points of the default σ grid; None: one every 1% (696 from 10⁻³ to 1)
-    draws: int = 20,  # mrs: passes over the batch per grid point, each with `slices` noise draws
+    draws: int = 10,  # mrs: passes over the batch per block of draws (a point gets 1 … `refine` blocks), each pass with `slices` noise draws
     slices: int | None = None,  # mrs: the batch is cut into this many slices, each with its own noise draw in every pass; None: 16 (fewer for a smaller batch); 1: one draw per pass
-    antithetic: bool = True,  # mrs: the second half of the passes uses the first half's draws with the sign flipped (`draws` even)
+    antithetic: bool = True,  # mrs: the second half of a block's passes uses the first half's draws with the sign flipped (`draws` even)
     tau: float = 0.01,  # mrs: allowed relative rise of L_adv
     search: str = "root",  # mrs: root (per α, bisection in σ), ordered or grid (exactly the grid's minimum), bisect (approximate, monotone in α and σ)
     early_exit: bool = True,  # mrs: stop a point's draws once those seen prove it infeasible (same result; False: all draws)
+    refine: int = 6,  # mrs: a point whose mean lies within `refine_z` standard errors of the threshold gets more blocks of `draws` passes, up to this many (1: never)
+    refine_z: float = 2.0,  # mrs: how close (in standard errors) counts as too close to decide
     init_seed: int = 0,  # seed of the re-initialisation giving θ⁰ when `init_state` is None
     noise_sigma: float = 0.1,  # noise: relative noise scale
     noise_draws: int = 10,  # noise: draws per group
@@ -579,7 +619,8 @@ def compute_mrs(
 ) -> MRSReport:
     "Sensitivity of each prunable group of `model` to weight perturbation, measured on the fixed set (`x_adv`, `y`)."
     est = estimator(method, alphas=alphas, sigmas=sigmas, sigma_min=sigma_min, sigma_points=sigma_points, draws=draws,
-                    slices=slices, antithetic=antithetic, tau=tau, search=search, early_exit=early_exit, noise_sigma=noise_sigma,
+                    slices=slices, antithetic=antithetic, tau=tau, search=search, early_exit=early_exit, refine=refine,
+                    refine_z=refine_z, noise_sigma=noise_sigma,
                     noise_draws=noise_draws, worst_eps=worst_eps, worst_steps=worst_steps, worst_step_size=worst_step_size)
     if int(repeats) != repeats or repeats < 1: raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}.")
     common = dict(ignored_layers=ignored_layers, per_layer=per_layer, init_seed=init_seed, batch=batch, reuse=reuse,

@@ -151,3 +151,10 @@ def test_digits_split_is_stratified_deterministic_and_resizable():
     assert torch.equal(a.data, b.data) and a.data.shape == (1347, 3, 32, 32)
     counts = torch.bincount(get_dataset("digits", train=False).targets)
     assert counts.min() >= 43 and counts.max() <= 46
+
+
+def test_a_split_name_in_place_of_train_is_refused_not_read_as_the_training_split():
+    # "test" is a true value: accepted, it gave the augmented training split (a benchmark used it for a "test" batch)
+    with pytest.raises(ValueError, match="train must be True or False"):
+        get_dataset("digits", "test")
+    assert len(get_dataset("digits", np.bool_(False))) == len(get_dataset("digits", train=False)) == 450

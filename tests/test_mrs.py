@@ -275,6 +275,8 @@ class _ReturnsText(nn.Module):
     ("odd", "draws must be even"),
     ("slices", "slices (9) cannot exceed the number of images (8)"),
     ("repeats", "repeats must be an integer >= 1"),
+    ("refine", "refine must be an integer >= 1"),
+    ("refine_z", "refine_z must be a finite number > 0"),
 ])
 def test_bad_input_raises_one_clear_value_error(case, message):
     model, x, y = _small_digits_batch(8)
@@ -290,6 +292,8 @@ def test_bad_input_raises_one_clear_value_error(case, message):
     if case == "odd": kw = dict(draws=3)
     if case == "slices": kw = dict(slices=9)
     if case == "repeats": kw = dict(repeats=0)
+    if case == "refine": kw = dict(refine=0)
+    if case == "refine_z": kw = dict(refine_z=float("nan"))
     with pytest.raises(ValueError) as err:
         compute_mrs(model, x, y, **kw)
     text = str(err.value)
@@ -341,6 +345,46 @@ def test_antithetic_draws_are_the_first_half_with_the_sign_flipped():
     assert torch.equal(torch.cat([c._noise(t, 0, 8), c._noise(t, 8, 16), c._noise(t, 16, 24)]), z)  # any stage cut
     assert 12 % ev.slices == 0  # so draw c and its mirror c + 12 fall on the same slice
 
+
+
+def _refinable(threshold, refine, early_exit=False):
+    from robust_prune.mrs import _Feasibility
+    model, x, y = _small_digits_batch(32)
+    g = prunable_groups(model, x[:1])[0]
+    P = dict(model.named_parameters())
+    thF = {t: P[t].detach() for t in g.tensors}
+    ev = LossEvaluator(model.eval(), x, y, slices=4)
+    return _Feasibility(ev, thF, thF, [1.0], [0.3], 6, threshold, torch.Generator().manual_seed(0), early_exit=early_exit,
+                        antithetic=True, refine=refine, refine_z=2.0)
+
+
+def test_the_standard_error_of_a_point_counts_antithetic_pairs_once_and_stratifies_by_slice():
+    c = _refinable(1.0, 3)  # 6 passes × 4 slices = 24 draws a block; draw j is on slice j % 4; j and j + 12 form a pair
+    v = torch.randn(2, 48, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    se = []
+    for row in v:
+        pairs = torch.cat([(b[:12] + b[12:]) / 2 for b in row.split(24)])  # 24 pairs, pair k on slice k % 4
+        per_slice = [pairs[s::4] for s in range(4)]
+        se.append(math.sqrt(sum(float(p.var()) / len(p) for p in per_slice)) / 4)
+    assert torch.allclose(c._stderr(v.float()), torch.tensor(se, dtype=torch.float64), rtol=1e-5)
+
+
+def test_only_a_point_too_close_to_the_threshold_to_decide_gets_more_draws():
+    probe = _refinable(1.0, 3)
+    seen = {(0, 0): []}
+    for b in range(3): probe._block([(0, 0)], seen, b)
+    v = torch.cat(seen[(0, 0)]).unsqueeze(0)
+    m1, se1 = float(v[:, :24].mean()), float(probe._stderr(v[:, :24]))
+    m2, m3 = float(v[:, :48].mean()), float(v.mean())
+    assert abs(m1 - m2) < 2 * se1 and m3 != m2  # so a threshold at m2 is too close to call after one block and after two
+    assert not torch.equal(probe._noise(next(iter(probe.thF)), 0, 24, 1), probe._noise(next(iter(probe.thF)), 0, 24, 0))
+    for threshold, blocks, mean in [(m1 + 5 * se1, 1, m1), (m1 - 5 * se1, 1, m1), (m2, 3, m3)]:
+        c = _refinable(threshold, 3)
+        c.ev.forwards = 0
+        assert c.feasible(0, 0) == (mean <= threshold)
+        assert c.ev.forwards == blocks * 6  # passes over the batch
+    c = _refinable(m2, 1)  # refine=1: one block, decided on its mean however close
+    assert c.feasible(0, 0) == (m1 <= m2) and c.ev.forwards == 6
 
 def test_root_search_returns_exactly_the_grid_minimum_in_every_group():
     "The default search against every point of the same grid, on a trained residual network with nine groups."

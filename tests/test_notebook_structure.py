@@ -79,3 +79,11 @@ def test_the_notebook_test_command_skips_cells_marked_slow_or_gpu(tmp_path, monk
     nbformat.write(nb, tmp_path / "flags.ipynb")
     assert test_nb(tmp_path / "flags.ipynb", skip_flags=flags, showerr=False)[0]
     assert not test_nb(tmp_path / "flags.ipynb", skip_flags=[], showerr=False)[0]  # the cells do fail when run
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_stored_figure_of_a_library_notebook_shows_without_a_kernel(nb):
+    "A plotly figure stored as plotly JSON only is blank on GitHub and in notebook viewers: each needs its PNG too."
+    outs = [o for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    blank = [o for o in outs if "application/vnd.plotly.v1+json" in o.get("data", {}) and "image/png" not in o["data"]]
+    assert not blank, f"{len(blank)} figure(s) stored without an image: run the notebook after `use_static_images()` (tools/store_outputs.py)"
