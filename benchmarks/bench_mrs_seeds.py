@@ -35,7 +35,7 @@ CONFIGS = {
     "+ 32 slices (320 draws, same images)": dict(slices=32, draws=10, refine=1),
     "+ 64 slices (640 draws, same images)": dict(slices=64, draws=10, refine=1),
     "16 slices, 20 passes (320 draws, twice the images)": dict(slices=16, draws=20, refine=1),
-    "20 passes, refined up to 2 blocks": dict(refine=2),
+    "20 passes, refined up to 3 blocks": dict(draws=20, refine=3),
     "12 passes, refined up to 4 blocks": dict(draws=12, refine=4),
     "10 passes, refined up to 6 blocks": dict(draws=10, refine=6),
     "default": dict(),

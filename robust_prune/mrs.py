@@ -124,11 +124,12 @@ def evaluate(self: _Feasibility, points: list[tuple[int, int]]) -> None:
             active = self._block(active, seen, b)
             if not active: break
             values = torch.stack([torch.cat(seen[p]) for p in active])
-            mean, se = values.mean(1), self._stderr(values)
-            close = (mean.double() - self.threshold).abs() < self.refine_z * se
-            for p, ok, c in zip(active, (mean <= self.threshold).tolist(), close.tolist()):
-                if not c or b == self.refine - 1: self.table[p] = ok
-            active = [p for p, c in zip(active, close.tolist()) if c]
+            mean = values.mean(1)
+            close = [False] * len(active) if b == self.refine - 1 else \
+                ((mean.double() - self.threshold).abs() < self.refine_z * self._stderr(values)).tolist()
+            for p, ok, c in zip(active, (mean <= self.threshold).tolist(), close):
+                if not c: self.table[p] = ok
+            active = [p for p, c in zip(active, close) if c]
 
 @patch
 def _block(self: _Feasibility, active: list, seen: dict, b: int) -> list:
