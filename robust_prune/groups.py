@@ -21,8 +21,9 @@ from .models import example_input, unprunable_layers
 from .core import patch
 
 # %% auto #0
-__all__ = ['resolve_ignored', 'check_forward', 'torch_pruning_errors', 'unreached_parameters', 'kept_channels',
-           'torch_pruning_ratio', 'PrunableGroup', 'GroupMember', 'ModelGroups', 'prunable_groups', 'count_cost']
+__all__ = ['resolve_ignored', 'check_forward', 'bounded_index_mapping', 'torch_pruning_errors', 'unreached_parameters',
+           'kept_channels', 'torch_pruning_ratio', 'PrunableGroup', 'GroupMember', 'ModelGroups', 'prunable_groups',
+           'count_cost']
 
 # %% ../nbs/02a_groups.ipynb #839d8df7
 def resolve_ignored(
@@ -46,8 +47,16 @@ def resolve_ignored(
 # %% ../nbs/02a_groups.ipynb #ee25335f
 def check_forward(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     "Run `model` once on `x` (eval mode, no gradients; modes restored) or say in one line why it does not run; returns the last convolution or linear layer called (the classifier, whatever its name)."
-    last, hooks = [], [m.register_forward_hook(lambda mod, i, o: last.append(mod))
-                       for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    return _probe_forward(model, x)[0]
+
+def _probe_forward(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], int]:
+    "`check_forward`'s forward, which also measures the most values per input that any module's output or any parameter dimension holds."
+    last, largest = [], [x[:1].numel()] + [d for p in model.parameters() for d in p.shape]
+    def seen(mod, i, o):
+        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)): last.append(mod)
+        for t in (o if isinstance(o, (tuple, list)) else [o]):
+            if torch.is_tensor(t) and t.dim(): largest.append(t.numel() // max(t.shape[0], 1))
+    hooks = [m.register_forward_hook(seen) for m in model.modules()]
     try:
         with restore_modes(model), torch.no_grad():
             model.eval()
@@ -58,7 +67,34 @@ def check_forward(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
                          "pass example inputs of the shape it takes.") from None
     finally:
         for h in hooks: h.remove()
-    return last[-1:]
+    return last[-1:], max(largest)
+
+@contextmanager
+def bounded_index_mapping(
+    limit: int,  # the most channel indices a mapping may produce
+):
+    "Inside: a torch-pruning index mapping that would map a group's channels to more than `limit` indices raises a `RuntimeError` instead."
+    from torch_pruning.dependency import index_mapping as im
+    saved = {c: c.__call__ for c in vars(im).values()
+             if isinstance(c, type) and c.__name__.endswith("IndexMapping") and "__call__" in vars(c)}
+    def too_many(n):
+        return RuntimeError(f"channel indices multiply without bound: {n:,}, where no tensor holds over "
+                            f"{limit // _INDEX_SLACK:,} values per input")
+    def guarded(call):
+        def checked(self, idxs):
+            n = len(idxs) * getattr(self, "_stride", 1)
+            if hasattr(self, "_stride") and not self.reverse and n > limit: raise too_many(n)  # a flatten: before building it
+            out = call(self, idxs)
+            if len(out) > limit: raise too_many(len(out))
+            return out
+        return checked
+    for c, call in saved.items(): c.__call__ = guarded(call)
+    try: yield
+    finally:
+        for c, call in saved.items(): c.__call__ = call
+
+# a mapped index list longer than this many times the largest tensor is no channel index of that tensor
+_INDEX_SLACK = 4
 
 _OP_WORDS = {"RESHAPE": "a reshape (view / flatten / channel shuffle)", "CONCAT": "a concatenation",
              "SPLIT": "a split or chunk", "ELEMENTWISE": "an element-wise operation", "UNBIND": "an unbind",
@@ -235,15 +271,17 @@ class ModelGroups:
                 ):
         import torch_pruning as tp
         x = example_input(model, example_inputs)[:1]
-        outputs = check_forward(model, x)  # one forward: the inputs fit, and which layer is the classifier
+        outputs, largest = _probe_forward(model, x)  # one forward: the inputs fit, which layer is the classifier, tensor sizes
         _warn_unreached(model, x)
         self.model, self.example_inputs, self.round_to = model, x, round_to
+        self.index_limit = _INDEX_SLACK * largest  # no channel index list can be longer (Swin's window reshapes grow past it)
         self.module_names = {id(m): n for n, m in model.named_modules()}
         self.param_names = {id(p): n for n, p in model.named_parameters()}
         extra = [m for m in outputs if m not in unprunable_layers(model)]
         self.ignored = resolve_ignored(model, list(ignored_layers or []) + extra)
         self.ignored_names = sorted({self.module_names[id(m)] for m in self.ignored if id(m) in self.module_names})
-        with restore_modes(model), torch_pruning_errors(model, "trace"), warnings.catch_warnings():
+        with (restore_modes(model), torch_pruning_errors(model, "trace"), bounded_index_mapping(self.index_limit),
+              warnings.catch_warnings()):
             warnings.filterwarnings("ignore", message="Unwrapped parameters")  # layer scale: handled as a member
             model.eval()
             self.pruner = tp.pruner.MetaPruner(model, x, _Unused(), pruning_ratio=0.0, ignored_layers=self.ignored,
@@ -354,7 +392,7 @@ def make_pruner(self: ModelGroups, model: nn.Module, importance, ratios: Mapping
     ignored = resolve_ignored(model, [n for n in self.ignored_names if n])
     if isinstance(ratios, (int, float)): ratio, ratio_dict = float(ratios), None
     else: ratio, ratio_dict = 0.0, self.ratio_dict(ratios, model)
-    with torch_pruning_errors(model, "trace"), warnings.catch_warnings():
+    with torch_pruning_errors(model, "trace"), bounded_index_mapping(self.index_limit), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unwrapped parameters")
         return tp.pruner.MetaPruner(model, x, importance, pruning_ratio=ratio, pruning_ratio_dict=ratio_dict,
                                     ignored_layers=ignored, iterative_steps=int(steps), round_to=self.round_to)
