@@ -311,6 +311,21 @@ def test_report_round_trips_through_json_including_infinite_scores():
     assert "layer1.0.conv1" in repr(back) and back.plot().layout.yaxis.type == "log"
 
 
+def test_the_score_plot_labels_whole_decades_only_and_shows_every_bar_and_interval():
+    from robust_prune.mrs import GroupScore
+    groups = [GroupScore(n, [n], 100, 8, score=s, samples=smp) for n, s, smp in
+              [("a", 1930.0, [1800.0, 2060.0]), ("b", 100.0, None), ("c", 31.8, None)]]
+    fig = MRSReport(method="mrs", groups=groups).plot()
+    ax = fig.layout.yaxis
+    assert ax.type == "log" and ax.dtick == 1  # one tick per decade: no "2" and "5" between them that read as values
+    lo, hi = ax.range
+    assert lo == int(lo) and hi == int(hi)
+    assert 10 ** lo < 31.8  # the smallest bar has a height (its base is the axis bottom)
+    assert 10 ** hi >= max(y + e for y, e in zip(fig.data[0].y, fig.data[0].error_y.array))  # and the top interval fits
+    b = MRSReport(method="mrs", groups=[GroupScore("b", ["b"], 100, 8, score=100.0)]).plot().layout.yaxis.range
+    assert 10 ** b[0] < 100  # a score on a decade is not cut to nothing
+
+
 @pytest.mark.parametrize("batch, reuse, n", [("loop", True, 32), ("vmap", True, 32), ("loop", False, 30), ("vmap", True, 30)])
 def test_sliced_copies_together_cover_the_batch_exactly_once(batch, reuse, n):
     "One copy per slice, all with the model's own weights: the mean of their losses is the whole batch's loss."
