@@ -35,13 +35,14 @@ KWARGS = {
 }
 # Measured on a shared 2-core CPU (one test per model, wall seconds): resnet18 52, squeezenet1_0 29, googlenet 95,
 # inception_v3 176, timm resnet18d 85, mobilevit_xs 143, vit_tiny 168, shufflenet_v2_x1_0 (untraceable) 35; the widest
-# (vit_h_14, regnet_y_128gf, vit_l_*, efficientnet_v2_l, convnext_large) were not run there; swin_t was killed after 21 min.
+# (vit_h_14, regnet_y_128gf, vit_l_*, efficientnet_v2_l, convnext_large) were not run there (TESTING.md has them since).
 # what torch-pruning cannot trace, and the word the one-line error names it by: ShuffleNet's channel shuffle; Swin, whose
 # window reshapes multiply channel indices without end (torch-pruning's own benchmark skips Swin as "stuck"), or whose
-# last patch merging at 32x32 defeats torch-pruning's concatenation mapping
+# last patch merging at 32x32 defeats torch-pruning's concatenation mapping; MaxViT, whose partitions do the same
 UNTRACEABLE = {**{f"torchvision:shufflenet_v2_{w}": "reshape" for w in ("x0_5", "x1_0", "x1_5", "x2_0")},
                **{f"torchvision:swin_{v}": "expand" for v in ("t", "v2_t", "v2_s", "v2_b")},
-               **{f"torchvision:swin_{v}": "concatenation" for v in ("s", "b")}}
+               **{f"torchvision:swin_{v}": "concatenation" for v in ("s", "b")},
+               "torchvision:maxvit_t": "element-wise"}
 CI_UNTRACEABLE = ("torchvision:shufflenet_v2_x0_5", "torchvision:swin_t")  # run every time; the others are slow
 
 def _torchvision_all():
