@@ -11,6 +11,11 @@ test split: clean, PGD-20 and APGD-CE+APGD-T (the first two AutoAttack stages, l
 Prints a Markdown table: mean with a 95% t-interval over seeds, params and MACs relative to the uniform row, and a
 paired t-test of each rule against `uniform` and `param` (same seed, same dense network). Every finished run is
 written at once to benchmarks/results/compare.json (atomically), so a stopped benchmark keeps what it measured.
+
+    --append: keep the runs already in --out and add the missing ones (a budget, target or rule run later);
+    --scores-from FILE: each seed's MRS scores from the dense row of an earlier run (the same dense network, checked
+    by its evaluation) instead of computing a new report, so the added runs use the scores the earlier ones used;
+    --mrs-settings JSON: compute_mrs settings for the reports computed here (e.g. an earlier default).
 """
 import argparse
 import json
@@ -85,6 +90,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/compare.json")
     ap.add_argument("--table-only", action="store_true", help="print the table of the runs already in --out")
+    ap.add_argument("--append", action="store_true", help="keep the runs in --out; run only the missing ones")
+    ap.add_argument("--scores-from", default=None, help="a results file whose dense rows give each seed's MRS scores")
+    ap.add_argument("--mrs-settings", type=json.loads, default={}, help='compute_mrs settings as JSON, e.g. \'{"draws": 20, "refine": 1}\'')
     args = ap.parse_args()
     out = Path(args.out)
     if args.table_only:
@@ -93,12 +101,20 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    runs, mrs_seconds = [], []
+    runs, mrs_seconds, calls, kept = [], [], [], {}
+    if args.append and out.is_file():
+        earlier = json.loads(out.read_text())
+        runs, mrs_seconds = earlier["runs"], earlier["mrs_seconds"]
+        calls = earlier.get("earlier_args", []) + [earlier["args"]]
+        kept = {k: v for k, v in earlier.items() if k not in ("args", "earlier_args", "mrs_seconds", "runs")}  # notes
+    done = {(r["seed"], r["target"], r["sparsity"], r["rule"]) for r in runs}
+    given = ({r["seed"]: r for r in json.loads(Path(args.scores_from).read_text())["runs"] if r["rule"] == "dense"}
+             if args.scores_from else {})
 
     def save():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(args=vars(args), mrs_seconds=mrs_seconds, runs=runs), indent=1))
+        tmp.write_text(json.dumps(dict(args=vars(args), earlier_args=calls, mrs_seconds=mrs_seconds, runs=runs, **kept), indent=1))
         os.replace(tmp, out)
 
     for seed in args.seeds:
@@ -109,18 +125,28 @@ def main() -> None:
         PGD, APGD = (a.label for a in ev)  # PGD-20 and APGD-CE+APGD-T at the data set's eps
         dense = evaluate(model, dls.test, ev, name="dense", progress=False, latency=False)
         batch = adversarial_batch(model, dls.test.dataset, mrs_attack, n=base.mrs_samples, seed=seed)
-        report = compute_mrs(model, batch.x_adv, batch.y, method=args.mrs_method, seed=seed)
-        mrs_seconds.append(report.seconds)
+        if seed in given:  # the scores an earlier run computed for this very network
+            then = given[seed]
+            now = dict(params=dense.params, macs=dense.macs, clean=dense.clean_acc, pgd=dense.robust_acc[PGD], apgd=dense.robust_acc[APGD])
+            if any(now[k] != then[k] for k in now):
+                raise SystemExit(f"seed {seed}: the dense network is not the one {args.scores_from} scored: {now} there {then}")
+            report, seconds = then["scores"], 0.0
+        else:
+            report = compute_mrs(model, batch.x_adv, batch.y, method=args.mrs_method, seed=seed, **args.mrs_settings)
+            seconds = report.seconds
+            mrs_seconds.append(seconds)
         print(f"seed {seed}: dense clean {dense.clean_acc:.4f}, PGD-20 {dense.robust_acc[PGD]:.4f}, "
-              f"APGD-CE+T {dense.robust_acc[APGD]:.4f}, MRS {report.seconds:.0f} s", flush=True)
-        runs.append(dict(seed=seed, target=None, sparsity=0.0, rule="dense", params=dense.params, macs=dense.macs,
-                         clean=dense.clean_acc, pgd=dense.robust_acc[PGD], apgd=dense.robust_acc[APGD],
-                         scores={g.name: g.score for g in report.groups}))
+              f"APGD-CE+T {dense.robust_acc[APGD]:.4f}, MRS {seconds:.0f} s", flush=True)
+        if (seed, None, 0.0, "dense") not in done:
+            runs.append(dict(seed=seed, target=None, sparsity=0.0, rule="dense", params=dense.params, macs=dense.macs,
+                             clean=dense.clean_acc, pgd=dense.robust_acc[PGD], apgd=dense.robust_acc[APGD],
+                             scores=report if isinstance(report, dict) else {g.name: g.score for g in report.groups}))
         cm = CostModel(model)
         for target in args.targets:
             for sparsity in args.sparsities:
                 cfg = MRPFConfig(**{**base.to_dict(), "sparsity": sparsity, "target_of": target})
                 for rule in args.rules:
+                    if (seed, target, sparsity, rule) in done: continue
                     t0 = time.time()
                     alloc = allocation_for(rule, cfg, model, report, cm)
                     pruned, prep, hist = prune_and_finetune(model, alloc, cfg, dls, batch)
@@ -134,7 +160,7 @@ def main() -> None:
                           f"clean {rep.clean_acc:.4f} PGD-20 {row['pgd']:.4f} APGD {row['apgd']:.4f} ({row['seconds']:.0f} s)", flush=True)
     save()
     print(f"\n{args.method} x {args.epochs} epochs, MRS method `{args.mrs_method}` "
-          f"({statistics.mean(mrs_seconds):.0f} s per report), seeds {args.seeds}, "
+          f"({statistics.mean(mrs_seconds) if mrs_seconds else float('nan'):.0f} s per report), seeds {args.seeds}, "
           f"total {time.time() - t_start:.0f} s, load average {os.getloadavg()[0]:.2f}\n")
     print(table(runs, args.seeds, args.targets, args.sparsities, args.rules))
 
