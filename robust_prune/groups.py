@@ -21,7 +21,7 @@ from .models import example_input, unprunable_layers
 from .core import patch
 
 # %% auto #0
-__all__ = ['resolve_ignored', 'check_forward', 'bounded_index_mapping', 'index_limit', 'torch_pruning_errors',
+__all__ = ['resolve_ignored', 'check_forward', 'torch_pruning_errors', 'bounded_index_mapping', 'index_limit',
            'unreached_parameters', 'kept_channels', 'torch_pruning_ratio', 'PrunableGroup', 'GroupMember',
            'ModelGroups', 'prunable_groups', 'count_cost']
 
@@ -60,39 +60,6 @@ def check_forward(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     finally:
         for h in hooks: h.remove()
     return last[-1:]
-
-@contextmanager
-def bounded_index_mapping(
-    limit: int,  # the most channel indices a mapping may produce
-):
-    "Inside: a torch-pruning index mapping that would map a group's channels to more than `limit` indices raises a `RuntimeError` instead."
-    from torch_pruning.dependency import index_mapping as im
-    saved = {c: c.__call__ for c in vars(im).values()
-             if isinstance(c, type) and c.__name__.endswith("IndexMapping") and "__call__" in vars(c)}
-    def too_many(n):
-        return RuntimeError(f"channel indices multiply without bound: {n:,}, where the longest parameter dimension is "
-                            f"{limit // _INDEX_SLACK:,}")
-    def guarded(call):
-        def checked(self, idxs):
-            n = len(idxs) * getattr(self, "_stride", 1)
-            if hasattr(self, "_stride") and not self.reverse and n > limit: raise too_many(n)  # a flatten: before building it
-            out = call(self, idxs)
-            if len(out) > limit: raise too_many(len(out))
-            return out
-        return checked
-    for c, call in saved.items(): c.__call__ = guarded(call)
-    try: yield
-    finally:
-        for c, call in saved.items(): c.__call__ = call
-
-def index_limit(model: nn.Module) -> int:
-    "The most indices a torch-pruning index mapping may produce on `model` in `bounded_index_mapping`: twice its longest parameter dimension."
-    return _INDEX_SLACK * max((d for p in model.parameters() for d in p.shape), default=1)
-
-# Every index list torch-pruning maps ends on a parameter dimension it prunes; measured over the 69 torchvision
-# classifiers and 11 timm families of the any-model sweep, the longest list was 1.00x the model's longest parameter
-# dimension (VGG's flatten into its classifier), where Swin and MaxViT reach 340x and 48x. Twice leaves room.
-_INDEX_SLACK = 2
 
 _OP_WORDS = {"RESHAPE": "a reshape (view / flatten / channel shuffle)", "CONCAT": "a concatenation",
              "SPLIT": "a split or chunk", "ELEMENTWISE": "an element-wise operation", "UNBIND": "an unbind",
@@ -153,6 +120,41 @@ def torch_pruning_errors(
                   "leave the block that holds it whole with ignored_layers=[...], or use another architecture")
         raise ValueError(f"torch-pruning cannot {'trace' if stage == 'trace' else 'prune'} this model"
                          f"{' ' + where if where else ''} ({type(e).__name__}: {msg}); {advice}.") from None
+
+# %% ../nbs/02a_groups.ipynb #4d34b973
+@contextmanager
+def bounded_index_mapping(
+    limit: int,  # the most channel indices a mapping may produce
+):
+    "Inside: a torch-pruning index mapping that would map a group's channels to more than `limit` indices raises a `RuntimeError` instead."
+    from torch_pruning.dependency import index_mapping as im
+    saved = {c: c.__call__ for c in vars(im).values()
+             if isinstance(c, type) and c.__name__.endswith("IndexMapping") and "__call__" in vars(c)}
+    def too_many(n):
+        return RuntimeError(f"channel indices multiply without bound: {n:,}, where the longest parameter dimension is "
+                            f"{limit // _INDEX_SLACK:,}")
+    def guarded(call):
+        def checked(self, idxs):
+            n = len(idxs) * getattr(self, "_stride", 1)
+            if hasattr(self, "_stride") and not self.reverse and n > limit: raise too_many(n)  # a flatten: before building it
+            out = call(self, idxs)
+            if len(out) > limit: raise too_many(len(out))
+            return out
+        return checked
+    for c, call in saved.items(): c.__call__ = guarded(call)
+    try: yield
+    finally:
+        for c, call in saved.items(): c.__call__ = call
+
+def index_limit(model: nn.Module) -> int:
+    "The most indices a torch-pruning index mapping may produce on `model` in `bounded_index_mapping`: twice its longest parameter dimension."
+    return _INDEX_SLACK * max((d for p in model.parameters() for d in p.shape), default=1)
+
+# Every index list torch-pruning maps ends on a parameter dimension it prunes; measured over the 69 torchvision
+# classifiers and 11 timm families of the any-model sweep, the longest list was 1.00x the model's longest parameter
+# dimension (VGG's flatten into its classifier), where Swin and MaxViT reach 340x and 48x. Twice leaves room.
+_INDEX_SLACK = 2
+
 
 # %% ../nbs/02a_groups.ipynb #1ce5d942
 def unreached_parameters(
@@ -271,8 +273,7 @@ class ModelGroups:
         x = example_input(model, example_inputs)[:1]
         outputs = check_forward(model, x)  # one forward: the inputs fit, and which layer is the classifier
         _warn_unreached(model, x)
-        self.model, self.example_inputs, self.round_to = model, x, round_to
-        self.index_limit = index_limit(model)  # no channel index list is longer (Swin's and MaxViT's window reshapes are)
+        self.model, self.example_inputs, self.round_to, self.index_limit = model, x, round_to, index_limit(model)
         self.module_names = {id(m): n for n, m in model.named_modules()}
         self.param_names = {id(p): n for n, p in model.named_parameters()}
         extra = [m for m in outputs if m not in unprunable_layers(model)]

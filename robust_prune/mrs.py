@@ -417,7 +417,7 @@ def plot(self: MRSReport, title: str | None = None):
         hover = [h + (f"<br>mean of {len(g.samples)}: 95% CI {g.ci[0]:.4g} … {g.ci[1]:.4g}, std {g.std:.3g}" if g.ci else "")
                  for h, g in zip(hover, self.groups)]
     fig = go.Figure(go.Bar(x=[g.name for g in self.groups], y=ys, marker_color=colors, hovertext=hover, hoverinfo="text", error_y=err))
-    highest = max(y + (e or 0) for y, e in zip(ys, err["array"] if err else [0] * len(ys)))
+    highest = max([*ys, *(y + e for y, e in zip(ys, err["array"] if err else []) if e and e > 0)])
     decades = [math.floor(math.log10(min(ys)) - 1e-9), math.ceil(math.log10(highest))]  # whole decades: every bar shows, every tick is one
     fig.update_layout(title=title or f"{self.method} per prunable group", xaxis_title="group (root layer)", height=360,
                       yaxis=dict(type="log", title=self.method, range=decades, dtick=1, tickformat=",~g"),
