@@ -121,7 +121,7 @@ def torch_pruning_errors(
         raise ValueError(f"torch-pruning cannot {'trace' if stage == 'trace' else 'prune'} this model"
                          f"{' ' + where if where else ''} ({type(e).__name__}: {msg}); {advice}.") from None
 
-# %% ../nbs/02a_groups.ipynb #4d34b973
+# %% ../nbs/02a_groups.ipynb #0f42953b
 @contextmanager
 def bounded_index_mapping(
     limit: int,  # the most channel indices a mapping may produce
