@@ -41,14 +41,12 @@ _POOLS = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modul
 
 @dataclass
 class _Layer:
-    name: str
-    kind: str  # conv, linear, norm, param (a bare parameter) or other
+    kind: str  # conv, linear, norm or param (a bare parameter)
     out0: int  # original output size
-    in0: int  # original input size
-    fixed: int  # parameters that do not scale with channels
-    per_io: float  # parameters per (out x in) unit (conv: k*k / groups; linear: 1)
     per_out: float  # parameters per output channel (biases, norm affine, a bare parameter's slice)
-    positions: int  # output spatial positions (MACs per parameter of the weight)
+    in0: int = 0  # original input size (conv, linear)
+    per_io: float = 0.0  # parameters per (out x in) unit (conv: k*k / groups; linear: 1)
+    positions: int = 1  # output spatial positions (MACs per parameter of the weight)
     depthwise: bool = False
     mac_factor: float = 0.0  # MACs per output element of a norm as the counter counts them (0: not counted)
     counted: bool = True  # torch-pruning's counter counts this layer's MACs
@@ -75,17 +73,17 @@ class CostModel:
         counted = _counter_types()
         for n, m in model.named_modules():
             own = dict(m.named_parameters(recurse=False))
-            if not own: continue
             kind = self._kind(m)
+            if not own and kind != "norm": continue  # a norm without affine parameters still costs MACs
             if kind == "other":  # each parameter on its own: a bare one may belong to a group (layer scale)
                 for k, p in own.items():
                     pn = f"{n}.{k}" if n else k
                     big = [d for d in p.shape if d > 1]  # torch-pruning prunes a bare parameter's last non-singleton dim
                     c = big[-1] if big else 1
-                    self.layers[pn] = _Layer(pn, "param", c, 1, 0, 0.0, p.numel() / c, 1, counted=False)
+                    self.layers[pn] = _Layer("param", c, p.numel() / c)  # no MACs
                 continue
             # a layer the forward never calls (GoogLeNet's auxiliary heads in eval mode) costs no MACs, as the counter sees it
-            self.layers[n] = self._describe(n, m, kind, positions.get(n, 1), type(m) in counted and n not in shadow and n in positions)
+            self.layers[n] = self._describe(m, kind, positions.get(n, 1), type(m) in counted and n not in shadow and n in positions)
         self.total_params = sum(p.numel() for p in model.parameters())
         self.groups = self.mg.names
         self.channels = self.mg.channels
@@ -107,18 +105,18 @@ def _kind(m: nn.Module) -> str:
     if isinstance(m, _norm_types()): return "norm"
     return "other"
 
-def _describe(n: str, m: nn.Module, kind: str, positions: int, counted: bool) -> _Layer:
+def _describe(m: nn.Module, kind: str, positions: int, counted: bool) -> _Layer:
     own = sum(p.numel() for p in m.parameters(recurse=False))
     if kind == "conv":
         k = math.prod(m.kernel_size)
         dw = m.groups > 1 and m.groups == m.in_channels == m.out_channels
         per_io = k if dw else k / m.groups
-        return _Layer(n, "conv", m.out_channels, m.in_channels, 0, per_io, 1 if m.bias is not None else 0, positions, dw, counted=counted)
+        return _Layer("conv", m.out_channels, 1 if m.bias is not None else 0, m.in_channels, per_io, positions, dw, counted=counted)
     if kind == "linear":
-        return _Layer(n, "linear", m.out_features, m.in_features, 0, 1.0, 1 if m.bias is not None else 0, positions, counted=counted)
+        return _Layer("linear", m.out_features, 1 if m.bias is not None else 0, m.in_features, 1.0, positions, counted=counted)
     c = m.num_features if hasattr(m, "num_features") else (m.normalized_shape[-1] if hasattr(m, "normalized_shape") else m.num_channels)
     affine = bool(getattr(m, "affine", getattr(m, "elementwise_affine", True)))
-    return _Layer(n, "norm", c, c, 0, 0.0, own / c, positions, mac_factor=(2.0 if affine else 1.0) if counted else 0.0, counted=counted)
+    return _Layer("norm", c, own / c, positions=positions, mac_factor=(2.0 if affine else 1.0) if counted else 0.0, counted=counted)
 
 # %% ../nbs/04_allocation.ipynb #2a264fee
 def _profile(model: nn.Module, x: torch.Tensor):
@@ -153,12 +151,12 @@ def _profile(model: nn.Module, x: torch.Tensor):
     try:
         with restore_modes(model), torch.no_grad():
             model.eval()
-            model(x[:1])
+            model(x)  # one image: ModelGroups keeps one
     finally:
         for h in hooks: h.remove()
     with restore_modes(model), torch.no_grad():
         model.eval()
-        _, _, flops, _ = tp.utils.count_ops_and_params(model, x[:1], layer_wise=True)
+        _, _, flops, _ = tp.utils.count_ops_and_params(model, x, layer_wise=True)
     fixed = 0
     names = {id(m): n for n, m in model.named_modules()}
     for m, f in flops.items():  # attention blocks and the like: counted by the counter's own formula, never pruned
@@ -341,7 +339,8 @@ class Rule:
     def weights(self, groups: Sequence[str], scores: dict[str, float] | None, costs: Mapping[str, float] | None) -> dict[str, float]:
         raise NotImplementedError
 
-    def check(self) -> None: "Raise a one-line ValueError for a bad setting."
+    def check(self) -> None:
+        "Raise a one-line ValueError for a bad setting."
 
     def settings(self) -> dict:
         "The rule's own settings (γ, T, ...), as an `Allocation` records them."
@@ -360,7 +359,7 @@ class Rule:
             if any(math.isnan(v) for v in s.values()): raise ValueError("The scores contain NaN.")
             finite = [v for v in s.values() if math.isfinite(v) and v > 0]
             floor = (min(finite) * 1e-3) if finite else 1.0
-            scores = {g: (max(v, floor) if math.isfinite(v) else math.inf) for g, v in s.items()}
+            scores = {g: max(v, floor) for g, v in s.items()}
         return self.weights(list(groups), scores, costs)
 
 # %% ../nbs/04_allocation.ipynb #58ae7c77
@@ -455,7 +454,6 @@ def _solve(cm: CostModel, weights: dict[str, float], fixed: dict[str, float], ta
     if not (lo_f - 1e-9 <= target <= hi_f + 1e-9):
         raise ValueError(f"A target of {target:.1%} of {of} is out of reach with these bounds and locks: "
                          f"reachable range is {lo_f:.1%} to {hi_f:.1%}.")
-    positive = [w[g] for g in free if w[g] > 0]
     lam_hi = max((hi_b[g] / w[g] for g in free if w[g] > 0), default=1.0) * 1.0001
     lam_lo = 0.0
     best = (abs(lo_f - target), lo_r)
@@ -467,8 +465,6 @@ def _solve(cm: CostModel, weights: dict[str, float], fixed: dict[str, float], ta
         if v < target: lam_lo = lam
         else: lam_hi = lam
     r = dict(best[1])
-    if not positive and free:  # all weights zero: nothing scales with λ; polish alone must reach the target
-        r = dict(lo_r)
     # polish: move single channels of free groups toward the target
     kept = cm.kept(r)
     for _ in range(10 * sum(cm.channels.values())):
@@ -574,7 +570,7 @@ def pruning_ratio_dict(
     mods = dict(model.named_modules())
     missing = [g for g in allocation.ratios if g not in mods]
     if missing: raise ValueError(f"The allocation names layer(s) the model does not have: {', '.join(missing)}.")
-    return (groups if groups is not None else ModelGroups(model, round_to=allocation.round_to)).ratio_dict(allocation.ratios, model)
+    return (groups if groups is not None else ModelGroups(model)).ratio_dict(allocation.ratios, model)  # rounding is the pruner's
 
 # %% ../nbs/04_allocation.ipynb #f3436dad
 @patch

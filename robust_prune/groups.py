@@ -131,8 +131,7 @@ def bounded_index_mapping(
     saved = {c: c.__call__ for c in vars(im).values()
              if isinstance(c, type) and c.__name__.endswith("IndexMapping") and "__call__" in vars(c)}
     def too_many(n):
-        return RuntimeError(f"channel indices multiply without bound: {n:,}, where the longest parameter dimension is "
-                            f"{limit // _INDEX_SLACK:,}")
+        return RuntimeError(f"channel indices multiply without bound: {n:,}, more than the bound of {limit:,}")
     def guarded(call):
         def checked(self, idxs):
             n = len(idxs) * getattr(self, "_stride", 1)
