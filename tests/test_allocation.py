@@ -269,10 +269,11 @@ class _GroupedNet(nn.Module):
         self.stem, self.grouped = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1, groups=4)
         self.bn, self.dw = nn.BatchNorm2d(32, affine=False), nn.Conv2d(32, 32, 3, padding=1, groups=32)
         self.pw, self.ln, self.head = nn.Conv2d(32, 24, 1), nn.LayerNorm(24, elementwise_affine=False), nn.Linear(24, 10, bias=False)
-        self.unused = nn.BatchNorm2d(8)  # never called: parameters, no MACs
+        self.square, self.gn = nn.Conv2d(32, 32, 1, groups=4), nn.GroupNorm(4, 32)  # grouped, as many channels in as out
+        self.unused = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8))  # never called: parameters, no MACs
     def forward(self, x):
         x = F.relu(self.bn(self.grouped(F.relu(self.stem(x)))))
-        x = F.relu(self.pw(F.relu(self.dw(x))))
+        x = F.relu(self.pw(F.relu(self.gn(self.square(F.relu(self.dw(x)))))))
         return self.head(self.ln(x.mean((2, 3))))
 
 
@@ -282,7 +283,7 @@ def test_cost_model_counts_grouped_and_depthwise_convolutions_as_torch_pruning_d
     torch.manual_seed(0)
     model, x = _GroupedNet().eval(), torch.rand(1, 3, 8, 8)
     cm = CostModel(model, example_inputs=x)
-    assert cm.exact_dense is True and cm.dense == {"params": 3000.0, "macs": 177928.0}  # grouped: 32 x 16/4 x 9 weights; 2,072 norm MACs
+    assert cm.exact_dense is True and cm.dense == {"params": 3424.0, "macs": 200456.0}  # grouped: 32 x 16/4 x 9 weights
     assert CostModel(model, example_inputs=torch.cat([x, x])).dense == cm.dense  # per image, whatever the batch
     for of, rule in (("params", "uniform"), ("macs", "param")):
         alloc = allocate(None, model, 0.5, rule, target_of=of, cost_model=cm, verify=False, tol=0.02)
@@ -378,12 +379,18 @@ def test_targets_at_the_edges_of_the_reach_are_met_and_one_beyond_is_refused():
     assert inf.achieved == pytest.approx(0.4, rel=0.005) and inf.ratios == allocate(None, m, 0.4, "uniform", cost_model=cm, verify=False).ratios
 
 
-@pytest.mark.parametrize("of", ["params", "macs"])
-def test_ratios_are_one_lambda_times_the_weights_clipped_to_within_a_channel_step(of):
-    "The documented shape, ratio_i = clip(λ·w_i, low_i, high_i): the single-channel polish after the λ search moves a group by at most a step or two."
+@pytest.fixture(scope="module")
+def spread():
+    "The demo network with scores over four decades."
     m = create_model("digits_resnet", seed=0)
     cm = CostModel(m)
-    scores = {g: 10.0 ** ((i * 7) % 5 - 2) for i, g in enumerate(cm.groups)}
+    return m, cm, {g: 10.0 ** ((i * 7) % 5 - 2) for i, g in enumerate(cm.groups)}
+
+
+@pytest.mark.parametrize("of", ["params", "macs"])
+def test_ratios_are_one_lambda_times_the_weights_clipped_to_within_a_channel_step(of, spread):
+    "The documented shape, ratio_i = clip(λ·w_i, low_i, high_i): the single-channel polish after the λ search moves a group by at most a step or two."
+    m, cm, scores = spread
     w = rule_weights("per-param", cm.groups, scores, cm.group_cost(of))
     lo_b, hi_b = cm.bounds(0.05, 0.9)
     a = allocate(scores, m, 0.5, "per-param", target_of=of, r_min=0.05, r_max=0.9, cost_model=cm, verify=False)
@@ -397,11 +404,9 @@ def test_ratios_are_one_lambda_times_the_weights_clipped_to_within_a_channel_ste
 
 
 @pytest.mark.parametrize("of", ["params", "macs"])
-def test_polish_ends_where_no_single_channel_move_within_the_bounds_comes_closer(of):
+def test_polish_ends_where_no_single_channel_move_within_the_bounds_comes_closer(of, spread):
     "With a tolerance no channel count can meet, the single-channel polish runs to a local optimum: closer than the λ search alone."
-    m = create_model("digits_resnet", seed=0)
-    cm = CostModel(m)
-    scores = {g: 10.0 ** ((i * 7) % 5 - 2) for i, g in enumerate(cm.groups)}
+    m, cm, scores = spread
     lo_b, hi_b = cm.bounds(0.3, 0.6)
     locked = {cm.groups[0]: 0.5}
     kw = dict(target_of=of, r_min=0.3, r_max=0.6, locked=locked, cost_model=cm, verify=False)

@@ -2,6 +2,7 @@
 import copy
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from robust_prune.attacks import perturb
 from robust_prune.models import create_model
-from robust_prune.mrs import (METHODS, LossEvaluator, MRSReport, PrunableGroup, compute_mrs, initial_state,
+from robust_prune.mrs import (METHODS, LossEvaluator, MRSReport, PrunableGroup, _Feasibility, compute_mrs, initial_state,
                               prunable_groups)
 
 torch.set_num_threads(1)
@@ -448,3 +449,46 @@ def test_repeats_give_the_mean_of_the_seeds_with_spread_ci_and_error_bars():
     assert compute_mrs(model, x, y, **kw).plot().data[0].error_y.array is None
     from robust_prune.widgets import SensitivityExplorer  # the explorer draws the report's own bars, error bars included
     assert SensitivityExplorer(rep).fig.data[0].error_y.array == bars.array
+
+
+class _Oracle(_Feasibility):
+    "A feasibility table read off a given region instead of measured: what the searches decide, alone."
+    def __init__(self, alphas, sigmas, region, per_batch):
+        self.alphas, self.sigmas, self.dist2, self.table = alphas, sigmas, 1.0, {}
+        self.points_per_batch, self.region, self.asked = per_batch, region, []
+    def evaluate(self, points):
+        for p in points:
+            if p not in self.table: self.asked.append(p); self.table[p] = self.region(*p)
+
+
+def _grid_minimum(alphas, sigmas, region):
+    "The smallest α²/σ² over the feasible points, ties to the larger σ and then the smaller α, as (score, α index, σ index)."
+    feasible = [(a ** 2 / s ** 2, -js, ia) for ia, a in enumerate(alphas) for js, s in enumerate(sigmas) if region(ia, js)]
+    if not feasible: return math.inf, None, None
+    obj, mjs, ia = min(feasible)
+    return obj, ia, -mjs
+
+
+def test_every_search_finds_the_grid_minimum_of_a_monotone_region_and_ordered_of_any_region():
+    "Feasibility rising with α and falling with σ (what root and bisect assume): all four searches return the grid's minimum; any region: ordered and grid do."
+    from robust_prune.mrs import SEARCHES, _alpha_grid, _sigma_grid
+    rng = random.Random(0)
+    asked = {name: 0 for name in SEARCHES}
+    for trial in range(300):
+        alphas = _alpha_grid(rng.choice([2, 5, 11, [0.3, 0.6, 1.0]]))  # the last without α = 0: a score of 0 out of reach
+        sigmas = _sigma_grid(None, 10 ** -rng.uniform(0.3, 3), rng.choice([1, 2, 7, 40]))
+        need = sorted(rng.randint(0, len(alphas)) for _ in sigmas)  # smallest feasible α index per σ (len: none), rising with σ
+        regions = {"monotone": lambda ia, js: ia >= need[js]}
+        table = {(ia, js): rng.random() < 0.2 for ia in range(len(alphas)) for js in range(len(sigmas))}
+        regions["any"] = lambda ia, js: table[(ia, js)]
+        for kind, region in regions.items():
+            want = _grid_minimum(alphas, sigmas, region)
+            for name, search in SEARCHES.items():
+                if kind == "any" and name in ("root", "bisect"): continue
+                c = _Oracle(alphas, sigmas, region, per_batch=rng.choice([1, 3, 8]))
+                search(c)
+                assert c.best() == want, (trial, kind, name, need)
+                assert len(c.asked) == len(set(c.asked)) <= len(alphas) * len(sigmas)
+                if kind == "monotone": asked[name] += len(c.asked)
+    grid = asked["grid"]
+    assert asked["root"] < grid / 3 and asked["bisect"] < grid / 3 and asked["ordered"] < grid, asked
