@@ -245,6 +245,7 @@ def test_rule_weights_are_exactly_their_formulas_with_floored_and_infinite_score
     assert rule_weights("softmax", ["a", "b"], {"a": 3.0, "b": 3.0}) == {"a": 1.0, "b": 1.0}  # no spread: all equal
     assert rule_weights("softmax", ["a"], {"a": 5.0}) == {"a": 1.0}
     assert rule_weights("inverse", ["a", "b"], {"a": -1.0, "b": 0.0}) == {"a": 1.0, "b": 1.0}  # no positive score: floor 1
+    assert rule_weights("inverse", ["a", "b"], {"a": -math.inf, "b": 2.0}) == {"a": 1 / 2e-3, "b": 0.5}  # -inf is <= 0: floored
 
 
 def test_rules_refuse_bad_settings_and_missing_inputs_with_one_line():
